@@ -1,0 +1,492 @@
+"""Run the local OIDC-protected MLflow stack (IdP, gate, MLflow, nginx) on 127.0.0.1, from one command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+STACK_DIR = Path(__file__).resolve().parent
+DEFAULT_RUN_DIR = STACK_DIR / ".run"
+HOST = "127.0.0.1"
+AUDIENCE = "mlflow"
+
+# Start order: the gate needs the IdP's JWKS; nginx needs the gate and MLflow.
+COMPONENTS = ("idp", "mlflow", "gate", "nginx")
+DEFAULT_PORTS = {"idp": 9000, "mlflow": 5001, "gate": 9100, "nginx": 8080}
+PORT_ENV = {name: f"STACK_{name.upper()}_PORT" for name in COMPONENTS}
+START_TIMEOUT = {"idp": 30.0, "mlflow": 90.0, "gate": 30.0, "nginx": 15.0}
+
+# Demo logins: printed by the demo and written to endpoints.json; never use them outside this local stack.
+DEMO_USERS = {
+    "alice": {"password": "alice-wonderland", "roles": ["Admin"], "email": "alice@example.org", "name": "Alice Admin"},
+    "bob": {"password": "bob-builder", "roles": ["Default"], "email": "bob@example.org", "name": "Bob Default"},
+}
+
+
+class StackError(RuntimeError):
+    """The stack could not be started, stopped or read; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one stack instance keeps its state, config and logs."""
+
+    run_dir: Path
+
+    @property
+    def state(self) -> Path:
+        return self.run_dir / "state.json"
+
+    @property
+    def endpoints(self) -> Path:
+        return self.run_dir / "endpoints.json"
+
+    @property
+    def idp_config(self) -> Path:
+        return self.run_dir / "idp.json"
+
+    @property
+    def secrets(self) -> Path:
+        return self.run_dir / "secrets.json"
+
+    def log(self, component: str) -> Path:
+        return self.run_dir / "logs" / f"{component}.log"
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a process, so a recycled PID is never mistaken for ours."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(entry: dict) -> bool:
+    return _start_time(entry["pid"]) == entry.get("started")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_entry(name: str, entry: dict, timeout: float = 15.0) -> None:
+    """End one component: its process group (led by the PID we started), TERM first, KILL if it lingers."""
+    pid = entry["pid"]
+    if not _alive(entry):
+        return
+    sig = signal.SIGQUIT if name == "nginx" else signal.SIGTERM  # SIGQUIT: nginx's graceful stop
+    os.killpg(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _group_alive(pid):
+        time.sleep(0.05)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------------------ the stack
+
+
+class LocalStack:
+    """One instance of the local stack, all of whose state lives in its run folder."""
+
+    def __init__(
+        self,
+        run_dir: Path = DEFAULT_RUN_DIR,
+        env: dict[str, str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.layout = Layout(Path(run_dir).resolve())
+        self._env = {**os.environ, **(env or {})}  # e.g. IDP_ACCESS_TOKEN_TTL for every component started
+        self._say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+
+    # ------------------------------------------------------------------ state
+
+    def _read_state(self) -> dict:
+        try:
+            return json.loads(self.layout.state.read_text())
+        except FileNotFoundError:
+            return {"components": {}}
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.layout.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.layout.state)
+
+    def running(self) -> dict[str, dict]:
+        """Components whose recorded process is still alive."""
+        return {n: e for n, e in self._read_state()["components"].items() if _alive(e)}
+
+    def endpoints(self) -> dict:
+        try:
+            return json.loads(self.layout.endpoints.read_text())
+        except FileNotFoundError as exc:
+            raise StackError(f"no endpoints at {self.layout.endpoints}: start the stack with `stack/run up`") from exc
+
+    # ------------------------------------------------------------------ config
+
+    def _ports(self, free_ports: bool, requested: dict[str, int]) -> dict[str, int]:
+        ports: dict[str, int] = {}
+        for name in COMPONENTS:
+            if name in requested:
+                ports[name] = requested[name]
+            elif self._env.get(PORT_ENV[name]):
+                ports[name] = int(self._env[PORT_ENV[name]])
+            elif free_ports:
+                ports[name] = _free_port()
+            else:
+                ports[name] = DEFAULT_PORTS[name]
+        for name, port in ports.items():
+            if not _port_free(port):
+                raise StackError(
+                    f"port {port} for {name} on {HOST} is taken by another process: stop it, set "
+                    f"{PORT_ENV[name]}=<port>, or run `stack/run up --free-ports`"
+                )
+        return ports
+
+    def _secrets(self) -> dict:
+        """Per-instance client secret, kept across restarts of the same run folder."""
+        try:
+            return json.loads(self.layout.secrets.read_text())
+        except FileNotFoundError:
+            values = {"ci-bot": secrets.token_urlsafe(32)}
+            _write_private(self.layout.secrets, json.dumps(values))
+            return values
+
+    def _write_config(self, ports: dict[str, int]) -> dict:
+        issuer = f"http://{HOST}:{ports['idp']}"
+        bot_secret = self._secrets()["ci-bot"]
+        clients = {
+            "jupyter": {"client_id": "jupyter"},
+            "ci-bot": {"client_id": "ci-bot", "client_secret": bot_secret, "roles": ["Default"]},
+        }
+        idp_config = {
+            "issuer": issuer,
+            "port": ports["idp"],
+            "keys_file": str(self.layout.run_dir / "idp-keys.json"),
+            "audience": AUDIENCE,
+            "users": DEMO_USERS,
+            "clients": clients,
+        }
+        _write_private(self.layout.idp_config, json.dumps(idp_config, indent=2))
+
+        sys.path.insert(0, str(STACK_DIR / "nginx"))
+        try:
+            from render import render  # type: ignore[import-not-found]
+        finally:
+            sys.path.pop(0)
+        nginx_dir = self.layout.run_dir / "nginx"
+        nginx_dir.mkdir(exist_ok=True)
+        values = {
+            "LISTEN": f"{HOST}:{ports['nginx']}",
+            "SERVER_NAME": HOST,
+            "MLFLOW_UPSTREAM": f"{HOST}:{ports['mlflow']}",
+            "GATE_UPSTREAM": f"{HOST}:{ports['gate']}",
+            "RUN_DIR": str(self.layout.run_dir),
+        }
+        render(STACK_DIR / "nginx" / "mlflow-proxy.conf.template", nginx_dir / "mlflow-proxy.conf", **values)
+        render(STACK_DIR / "nginx" / "nginx-local.conf.template", nginx_dir / "nginx.conf", **values)
+
+        return {
+            "issuer": issuer,
+            "audience": AUDIENCE,
+            "mlflow_url": f"http://{HOST}:{ports['nginx']}",
+            "mlflow_upstream": f"http://{HOST}:{ports['mlflow']}",
+            "gate_url": f"http://{HOST}:{ports['gate']}",
+            "users": {name: {"password": u["password"], "roles": u["roles"]} for name, u in DEMO_USERS.items()},
+            "clients": {name: {k: v for k, v in c.items() if k != "roles"} for name, c in clients.items()},
+            "ports": ports,
+            "run_dir": str(self.layout.run_dir),
+        }
+
+    # ------------------------------------------------------------------ components
+
+    def _command(self, name: str, ports: dict[str, int], issuer: str) -> tuple[list[str], dict[str, str]]:
+        env = dict(self._env)
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        env.setdefault("DO_NOT_TRACK", "true")
+        run = self.layout.run_dir
+        if name == "idp":
+            env["IDP_CONFIG"] = str(self.layout.idp_config)
+            return [_require("node"), str(STACK_DIR / "idp" / "server.mjs")], env
+        if name == "mlflow":
+            (run / "artifacts").mkdir(exist_ok=True)
+            return [
+                sys.executable, "-m", "mlflow", "server",
+                "--host", HOST, "--port", str(ports["mlflow"]),
+                "--backend-store-uri", f"sqlite:///{run / 'mlflow.db'}",
+                "--artifacts-destination", str(run / "artifacts"),
+                "--serve-artifacts",
+                "--workers", env.get("STACK_MLFLOW_WORKERS", "2"),
+            ], env  # fmt: skip
+        if name == "gate":
+            return [
+                sys.executable, str(STACK_DIR / "gate" / "gate.py"),
+                "--host", HOST, "--port", str(ports["gate"]),
+                "--issuer", issuer, "--audience", AUDIENCE,
+                "--policy", env.get("STACK_GATE_POLICY", str(STACK_DIR / "gate" / "policy.yaml")),
+            ], env  # fmt: skip
+        if name == "nginx":
+            conf = run / "nginx" / "nginx.conf"
+            return [_require("nginx"), "-p", str(run / "nginx"), "-c", str(conf), "-g", "daemon off;"], env
+        raise StackError(f"unknown component {name!r}; components are {', '.join(COMPONENTS)}")
+
+    def _health_url(self, name: str, endpoints: dict) -> str:
+        ports = endpoints["ports"]
+        return {
+            "idp": f"{endpoints['issuer']}/.well-known/openid-configuration",
+            "mlflow": f"http://{HOST}:{ports['mlflow']}/health",
+            "gate": f"http://{HOST}:{ports['gate']}/healthz",
+            # Through nginx and the gate: 401 without a token proves the whole chain answers.
+            "nginx": f"http://{HOST}:{ports['nginx']}/health",
+        }[name]
+
+    def _launch(self, name: str, endpoints: dict) -> dict:
+        argv, env = self._command(name, endpoints["ports"], endpoints["issuer"])
+        log_path = self.layout.log(name)
+        log_path.parent.mkdir(exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, cwd=self.layout.run_dir, start_new_session=True,
+            )  # fmt: skip
+        entry = {"pid": proc.pid, "started": _start_time(proc.pid), "port": endpoints["ports"][name],
+                 "log": str(log_path)}  # fmt: skip
+        state = self._read_state()
+        state["components"][name] = entry
+        self._write_state(state)
+        return entry
+
+    def _wait_healthy(self, name: str, entry: dict, endpoints: dict) -> float:
+        url = self._health_url(name, endpoints)
+        expected = {401} if name == "nginx" else {200}
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT[name]
+        while time.monotonic() < deadline:
+            if not _alive(entry):
+                raise StackError(
+                    f"{name} exited during start. Last lines of {entry['log']}:\n{_log_tail(Path(entry['log']))}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL we built)
+                    status = response.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except (urllib.error.URLError, OSError):
+                status = None
+            if status in expected:
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise StackError(
+            f"{name} did not become healthy within {START_TIMEOUT[name]:.0f} s ({url}). "
+            f"Last lines of {entry['log']}:\n{_log_tail(Path(entry['log']))}"
+        )
+
+    # ------------------------------------------------------------------ commands
+
+    def up(self, free_ports: bool = False, ports: dict[str, int] | None = None) -> dict:
+        """Start every component, wait until all are healthy, write endpoints.json; undo everything on failure."""
+        if self.running():
+            raise StackError(f"the stack in {self.layout.run_dir} is already running: `stack/run down` first")
+        self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.layout.run_dir, 0o700)
+        _ensure_idp_installed()
+        self.layout.endpoints.unlink(missing_ok=True)
+        self._write_state({"components": {}})
+        endpoints = self._write_config(self._ports(free_ports, ports or {}))
+        timings: dict[str, float] = {}
+        began = time.monotonic()
+        try:
+            # MLflow is the slowest starter: launch it alongside the IdP, then wait in dependency order.
+            launched = {name: self._launch(name, endpoints) for name in ("mlflow", "idp")}
+            timings["idp"] = self._wait_healthy("idp", launched["idp"], endpoints)
+            launched["gate"] = self._launch("gate", endpoints)
+            timings["gate"] = self._wait_healthy("gate", launched["gate"], endpoints)
+            timings["mlflow"] = self._wait_healthy("mlflow", launched["mlflow"], endpoints)
+            launched["nginx"] = self._launch("nginx", endpoints)
+            timings["nginx"] = self._wait_healthy("nginx", launched["nginx"], endpoints)
+        except BaseException:
+            self.down()
+            raise
+        endpoints["started_in_seconds"] = round(time.monotonic() - began, 2)
+        _write_private(self.layout.endpoints, json.dumps(endpoints, indent=2))
+        self._say(f"stack up in {endpoints['started_in_seconds']} s ({self.layout.run_dir})")
+        return endpoints
+
+    def down(self) -> list[str]:
+        """Stop every component this run folder started, in reverse order; return the names stopped."""
+        state = self._read_state()
+        stopped = []
+        for name in reversed(COMPONENTS):
+            entry = state["components"].get(name)
+            if entry and _alive(entry):
+                _stop_entry(name, entry)
+                stopped.append(name)
+        # The entries stay (their processes are gone): `status` and tests can still see what ran and where it logged.
+        self.layout.endpoints.unlink(missing_ok=True)
+        return stopped
+
+    def restart(self, name: str) -> float:
+        """Stop and start one component on the same port (e.g. the IdP after its keys file is replaced)."""
+        if name not in COMPONENTS:
+            raise StackError(f"unknown component {name!r}; components are {', '.join(COMPONENTS)}")
+        endpoints = self.endpoints()
+        entry = self._read_state()["components"].get(name)
+        if entry:
+            _stop_entry(name, entry)
+        return self._wait_healthy(name, self._launch(name, endpoints), endpoints)
+
+    def status(self) -> list[tuple[str, str, dict | None]]:
+        components = self._read_state()["components"]
+        rows = []
+        for name in COMPONENTS:
+            entry = components.get(name)
+            rows.append((name, "running" if entry and _alive(entry) else "stopped", entry))
+        return rows
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _require(program: str) -> str:
+    found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not found:
+        hint = {"nginx": "apt-get install -y nginx", "node": "install Node.js 20 (apt-get install -y nodejs npm)"}
+        raise StackError(f"{program} not found: {hint.get(program, 'install it')}, or run the README's setup command")
+    return found
+
+
+def _ensure_idp_installed() -> None:
+    idp = STACK_DIR / "idp"
+    if (idp / "node_modules" / "oidc-provider").is_dir():
+        return
+    npm = _require("npm")
+    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=idp,
+                            capture_output=True, text=True)  # fmt: skip
+    if result.returncode != 0:
+        raise StackError(f"`npm ci` in {idp} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def _parse_ports(values: list[str]) -> dict[str, int]:
+    ports = {}
+    for value in values:
+        name, _, port = value.partition("=")
+        if name not in COMPONENTS or not port.isdigit():
+            raise StackError(f"--port takes COMPONENT=PORT with COMPONENT in {', '.join(COMPONENTS)}, got {value!r}")
+        ports[name] = int(port)
+    return ports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stack/run", description=__doc__)
+    parser.add_argument(
+        "--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="state, config and logs (default %(default)s)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start everything and wait until healthy")
+    up.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed defaults")
+    up.add_argument("--port", action="append", default=[], metavar="COMPONENT=PORT", help="e.g. nginx=8081")
+    sub.add_parser("down", help="stop everything this run folder started")
+    sub.add_parser("status", help="what runs, on which ports")
+    sub.add_parser("env", help="print the export lines that point MLflow and mlflow-oidc at this stack")
+    restart = sub.add_parser("restart", help="restart one component")
+    restart.add_argument("component", choices=COMPONENTS)
+    args = parser.parse_args(argv)
+
+    stack = LocalStack(args.run_dir)
+    try:
+        if args.command == "up":
+            endpoints = stack.up(free_ports=args.free_ports, ports=_parse_ports(args.port))
+            print(f"MLflow (through the proxy): {endpoints['mlflow_url']}")
+            print(f"OpenID Provider:            {endpoints['issuer']}")
+            for user, info in endpoints["users"].items():
+                print(f"login: {user} / {info['password']} ({', '.join(info['roles'])})")
+            print(f"endpoints: {stack.layout.endpoints}")
+        elif args.command == "down":
+            stopped = stack.down()
+            print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+        elif args.command == "status":
+            for name, status, entry in stack.status():
+                detail = f"pid {entry['pid']} port {entry['port']}" if entry and status == "running" else ""
+                print(f"{name:7} {status:8} {detail}")
+            return 0 if all(status == "running" for _, status, _ in stack.status()) else 3
+        elif args.command == "env":
+            endpoints = stack.endpoints()
+            print(f"export MLFLOW_TRACKING_URI={endpoints['mlflow_url']}")
+            print("export MLFLOW_TRACKING_AUTH=oidc")
+            print(f"export MLFLOW_OIDC_ISSUER={endpoints['issuer']}")
+            print(f"export MLFLOW_OIDC_CLIENT_ID={endpoints['clients']['jupyter']['client_id']}")
+            print(f"export MLFLOW_OIDC_AUDIENCE={endpoints['audience']}")
+        elif args.command == "restart":
+            seconds = stack.restart(args.component)
+            print(f"{args.component} restarted in {seconds:.2f} s")
+    except StackError as exc:
+        print(f"stack/run {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

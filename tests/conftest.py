@@ -1,0 +1,96 @@
+"""Fixtures: the real local stack (IdP, gate, MLflow, nginx) on free loopback ports, stopped by PID afterwards."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "stack"))
+
+from localstack import LocalStack  # noqa: E402
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+# Tests never phone home and never read the developer's own config or token cache.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+class Stack:
+    """A running local stack as tests see it: its endpoints, its run folder, and one-component restarts."""
+
+    def __init__(self, local: LocalStack, endpoints: dict) -> None:
+        self.local = local
+        self.endpoints = endpoints
+        self.run_dir = local.layout.run_dir
+
+    @property
+    def issuer(self) -> str:
+        return self.endpoints["issuer"]
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.endpoints["mlflow_url"]
+
+    def password(self, user: str) -> str:
+        return self.endpoints["users"][user]["password"]
+
+    def restart(self, component: str) -> None:
+        self.local.restart(component)
+
+    def log(self, component: str) -> str:
+        return self.local.layout.log(component).read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+    """Start a stack with extra environment (e.g. short TTLs); every stack started is stopped at session end."""
+    started: list[LocalStack] = []
+
+    def make(env: dict[str, str] | None = None, name: str = "stack") -> Stack:
+        local = LocalStack(tmp_path_factory.mktemp(name), env=env, log=lambda _message: None)
+        started.append(local)
+        endpoints = local.up(free_ports=True)
+        return Stack(local, endpoints)
+
+    try:
+        yield make
+    finally:
+        for local in reversed(started):
+            local.down()
+
+
+@pytest.fixture(scope="session")
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    """The shared stack with default lifetimes."""
+    return make_stack(name="stack")
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    """Where tests leave screenshots and other artifacts for people to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME, cache and config of the test's own, and no MLFLOW_OIDC_* settings from the developer's shell."""
+    for key in list(os.environ):
+        if key.startswith("MLFLOW_OIDC_") or key in (
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_TRACKING_AUTH",
+            "MLFLOW_TRACKING_TOKEN",
+        ):
+            monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    return home
