@@ -1,0 +1,1 @@
+"""The test suite: real components (IdP, nginx, MLflow, JupyterLab, Chromium) on loopback."""
