@@ -1,0 +1,147 @@
+"""Authorization gate for nginx auth_request: validates the bearer JWT locally and applies the role policy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import tornado.web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from policy import Policy, safe_text  # noqa: E402
+from tokens import JwksCache, KeysUnavailable, TokenRejected, TokenValidator  # noqa: E402
+
+log = logging.getLogger("gate")
+KEY_RETRY_SECONDS = 1.0
+KEY_REFRESH_SECONDS = 900.0
+
+
+class CheckHandler(tornado.web.RequestHandler):
+    """GET /check: 204 with the verified user and roles, 401 unauthenticated, 403 forbidden."""
+
+    def initialize(self, validator: TokenValidator, policy: Policy) -> None:
+        self.validator = validator
+        self.policy = policy
+
+    async def get(self) -> None:
+        method = self.request.headers.get("X-Original-Method", "GET")
+        uri = self.request.headers.get("X-Original-URI", "/")
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return self._deny(401, "-", method, uri, "missing bearer token")
+        try:
+            claims = await self.validator.validate(token)
+        except TokenRejected as exc:
+            return self._deny(401, "-", method, uri, str(exc))
+        except KeysUnavailable:
+            log.warning("no decision for %s %s: issuer keys unavailable", method, safe_text(uri))
+            self.set_status(503)
+            self.set_header("X-Auth-Error", "issuer keys unavailable")
+            return
+        user = safe_text(self.policy.username(claims), 100)
+        roles = self.policy.roles(claims)
+        decision = self.policy.decide(method, uri, user, roles)
+        if not decision.allowed:
+            return self._deny(403, user, method, uri, decision.reason, decision.rule)
+        self.set_status(204)
+        self.set_header("X-Auth-User", user)
+        self.set_header("X-Auth-Roles", ",".join(safe_text(r, 60).replace(",", "?") for r in roles))
+
+    def _deny(self, status: int, user: str, method: str, uri: str, reason: str, rule: str = "") -> None:
+        reason = safe_text(reason, 300)
+        log.info(
+            "denied %d user=%s method=%s path=%s rule=%s reason=%s",
+            status,
+            user,
+            safe_text(method, 20),
+            safe_text(uri.split("?", 1)[0], 300),
+            rule or "-",
+            reason,
+        )
+        self.set_status(status)
+        self.set_header("X-Auth-Error", reason)
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    """GET /healthz: 200 once the issuer's keys are loaded."""
+
+    def initialize(self, keys: JwksCache) -> None:
+        self.keys = keys
+
+    def get(self) -> None:
+        self.set_status(200 if self.keys.loaded else 503)
+        self.finish({"keys_loaded": self.keys.loaded, "kids": sorted(str(k) for k in self.keys.kids)})
+
+
+def _quiet_access_log(handler: tornado.web.RequestHandler) -> None:
+    # Every proxied request hits /check; denials are logged by the handler, so only log failures here.
+    if handler.get_status() >= 500:
+        log.warning("%d %s %.1fms", handler.get_status(), handler.request.path, 1000 * handler.request.request_time())
+
+
+def make_app(validator: TokenValidator, policy: Policy) -> tornado.web.Application:
+    return tornado.web.Application(
+        [
+            (r"/check", CheckHandler, {"validator": validator, "policy": policy}),
+            (r"/healthz", HealthHandler, {"keys": validator.keys}),
+        ],
+        log_function=_quiet_access_log,
+    )
+
+
+async def _keep_keys_loaded(keys: JwksCache) -> None:
+    while True:
+        try:
+            await keys.load()
+        except KeysUnavailable as exc:
+            log.warning("%s; retrying", exc)
+            await asyncio.sleep(KEY_RETRY_SECONDS)
+            continue
+        # Periodic reload drops keys the issuer withdrew, even if no unknown kid ever shows up.
+        await asyncio.sleep(KEY_REFRESH_SECONDS)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--issuer", required=True, help="expected iss; discovery at <issuer>/.well-known/...")
+    p.add_argument("--audience", default="mlflow", help="expected aud (string, or member of the aud list)")
+    p.add_argument("--policy", default=str(Path(__file__).with_name("policy.yaml")))
+    p.add_argument("--jwks-uri", help="skip discovery and load keys from this URL")
+    p.add_argument("--leeway", type=int, default=30, help="clock skew allowed for exp/nbf/iat (seconds)")
+    p.add_argument("--jwks-min-refetch", type=float, default=10.0, help="min seconds between unknown-kid refetches")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    policy = Policy.load(args.policy)
+    keys = JwksCache(args.issuer, args.jwks_uri, args.jwks_min_refetch)
+    validator = TokenValidator(keys, args.audience, args.leeway)
+    server = make_app(validator, policy).listen(args.port, address=args.host, xheaders=False)
+    log.info("gate listening on %s:%d for issuer %s, audience %s", args.host, args.port, args.issuer, args.audience)
+    loader = asyncio.create_task(_keep_keys_loaded(keys))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    loader.cancel()
+    server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
