@@ -1,0 +1,1 @@
+"""Helpers tests use to drive the real stack's components (IdP pages, tokens)."""

@@ -1,0 +1,247 @@
+"""The local OpenID Provider (stack/idp): the flows, tokens and pages the rest of the project relies on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session, OAuthError
+from authlib.jose import JsonWebKey, jwt
+
+from .support.idp_pages import IdPPageError, approve_device, authorize
+
+SERVER = Path(__file__).resolve().parent.parent / "stack" / "idp" / "server.mjs"
+REDIRECT_URI = "http://127.0.0.1:8976/callback"  # never served: authorize() returns the redirect unrequested
+USERS = {
+    "alice": {"password": "alice-pw", "roles": ["Admin"], "email": "alice@example.org", "name": "Alice"},
+    "bob": {"password": "bob-pw", "roles": ["Default"]},
+}
+BOT_SECRET = "ci-bot-test-secret"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+class IdP:
+    """One IdP process on a free loopback port, configured like the stack configures it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.keys_file = run_dir / "keys.json"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        config = {
+            "issuer": self.issuer,
+            "port": self.port,
+            "keys_file": str(self.keys_file),
+            "audience": "mlflow",
+            "users": USERS,
+            "clients": {
+                "jupyter": {"client_id": "jupyter"},
+                "ci-bot": {"client_id": "ci-bot", "client_secret": BOT_SECRET, "roles": ["Default"]},
+            },
+        }
+        self.config_file = run_dir / "idp.json"
+        self.config_file.write_text(json.dumps(config))
+        self.config_file.chmod(0o600)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "IDP_CONFIG": str(self.config_file)}
+        log = (self.run_dir / "idp.log").open("ab")
+        self.process = subprocess.Popen(["node", str(SERVER)], env=env, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                self.metadata = requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=1).json()
+                return
+            except requests.ConnectionError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"IdP did not start: {self.log()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return (self.run_dir / "idp.log").read_text(errors="replace")
+
+    def jwks(self) -> dict:
+        return requests.get(self.metadata["jwks_uri"], timeout=5).json()
+
+    def claims(self, token: str) -> dict:
+        """Verify an access token's signature against the published JWKS and return its claims."""
+        claims = jwt.decode(token, JsonWebKey.import_key_set(self.jwks()))
+        claims.validate()
+        return dict(claims)
+
+    def jupyter(self, scope: str = "openid profile email offline_access", **kwargs) -> OAuth2Session:
+        return OAuth2Session("jupyter", scope=scope, token_endpoint_auth_method="none", **kwargs)
+
+    def sign_in(self, username: str, scope: str = "openid profile email offline_access") -> dict:
+        """Auth code + PKCE through the login page, as the jupyter client."""
+        client = self.jupyter(scope, redirect_uri=REDIRECT_URI, code_challenge_method="S256")
+        verifier = generate_token(48)
+        url, state = client.create_authorization_url(self.metadata["authorization_endpoint"], code_verifier=verifier)
+        callback = authorize(url, username, USERS[username]["password"])
+        return dict(
+            client.fetch_token(
+                self.metadata["token_endpoint"], authorization_response=callback, code_verifier=verifier, state=state
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+    server = IdP(tmp_path_factory.mktemp("idp"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_auth_code_with_pkce_gives_a_jwt_access_token_for_mlflow(idp: IdP) -> None:
+    tokens = idp.sign_in("alice")
+
+    claims = idp.claims(tokens["access_token"])
+    assert claims["aud"] == "mlflow"
+    assert claims["iss"] == idp.issuer
+    assert claims["preferred_username"] == "alice"
+    assert claims["roles"] == ["Admin"]
+    assert claims["email"] == "alice@example.org"
+    assert claims["sub"] != "alice"
+    assert tokens["refresh_token"]
+    assert "token issued client=jupyter grant_type=authorization_code user=alice" in idp.log()
+
+
+def test_the_callback_carries_the_issuer(idp: IdP) -> None:
+    client = idp.jupyter(redirect_uri=REDIRECT_URI, code_challenge_method="S256")
+    url, state = client.create_authorization_url(idp.metadata["authorization_endpoint"], code_verifier="v" * 48)
+
+    query = parse_qs(urlsplit(authorize(url, "bob", "bob-pw")).query)
+
+    assert query["iss"] == [idp.issuer]
+    assert query["state"] == [state]
+
+
+def test_an_authorization_request_without_pkce_is_refused(idp: IdP) -> None:
+    url, _ = idp.jupyter(redirect_uri=REDIRECT_URI).create_authorization_url(idp.metadata["authorization_endpoint"])
+
+    location = requests.get(url, allow_redirects=False, timeout=5).headers["Location"]
+
+    assert location.startswith(REDIRECT_URI)
+    assert parse_qs(urlsplit(location).query)["error"] == ["invalid_request"]
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    ["http://127.0.0.1:41234/", "http://localhost:8888/user/bob/mlflow/oauth/callback",
+     "https://127.0.0.1:8888/mlflow/oauth/callback"],
+)  # fmt: skip
+def test_loopback_and_jupyter_callbacks_on_any_port_are_accepted(idp: IdP, redirect_uri: str) -> None:
+    client = idp.jupyter(redirect_uri=redirect_uri, code_challenge_method="S256")
+    url, _ = client.create_authorization_url(idp.metadata["authorization_endpoint"], code_verifier="v" * 48)
+
+    assert authorize(url, "bob", "bob-pw").startswith(redirect_uri + "?code=")
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    ["http://evil.example/mlflow/oauth/callback", "http://localhost:8888/other/callback",
+     "https://localhost:8888/mlflow/oauth/callback"],
+)  # fmt: skip
+def test_other_redirect_uris_are_refused_with_an_error_page(idp: IdP, redirect_uri: str) -> None:
+    client = idp.jupyter(redirect_uri=redirect_uri, code_challenge_method="S256")
+    url, _ = client.create_authorization_url(idp.metadata["authorization_endpoint"], code_verifier="v" * 48)
+
+    answer = requests.get(url, allow_redirects=False, timeout=5)
+
+    assert answer.status_code == 400
+    assert "redirect_uri" in answer.text
+
+
+def test_a_wrong_password_shows_the_login_page_again_with_an_error(idp: IdP) -> None:
+    client = idp.jupyter(redirect_uri=REDIRECT_URI, code_challenge_method="S256")
+    url, _ = client.create_authorization_url(idp.metadata["authorization_endpoint"], code_verifier="v" * 48)
+
+    with pytest.raises(IdPPageError, match="Invalid username or password"):
+        authorize(url, "alice", "not-her-password")
+    assert "login failed user=alice" in idp.log()
+    assert "not-her-password" not in idp.log()
+
+
+def test_device_flow_approved_in_the_browser_gives_tokens(idp: IdP) -> None:
+    client = idp.jupyter(scope="openid profile offline_access")
+    device = requests.post(
+        idp.metadata["device_authorization_endpoint"],
+        data={"client_id": "jupyter", "scope": "openid profile offline_access"},
+        timeout=5,
+    ).json()
+    with pytest.raises(OAuthError, match="authorization_pending"):
+        client.fetch_token(idp.metadata["token_endpoint"], grant_type=DEVICE_GRANT, device_code=device["device_code"])
+
+    approve_device(device["verification_uri_complete"], "bob", "bob-pw")
+    tokens = client.fetch_token(
+        idp.metadata["token_endpoint"], grant_type=DEVICE_GRANT, device_code=device["device_code"]
+    )
+
+    claims = idp.claims(tokens["access_token"])
+    assert (claims["aud"], claims["preferred_username"], claims["roles"]) == ("mlflow", "bob", ["Default"])
+    assert tokens["refresh_token"]
+
+
+def test_ci_bot_gets_a_jwt_by_client_credentials(idp: IdP) -> None:
+    bot = OAuth2Session("ci-bot", BOT_SECRET)
+
+    token = bot.fetch_token(idp.metadata["token_endpoint"], grant_type="client_credentials")
+
+    claims = idp.claims(token["access_token"])
+    assert (claims["aud"], claims["sub"], claims["preferred_username"]) == ("mlflow", "ci-bot", "ci-bot")
+    assert claims["roles"] == ["Default"]
+    assert BOT_SECRET not in idp.log()
+
+
+def test_refresh_rotates_and_reusing_a_spent_refresh_token_revokes_the_grant(idp: IdP) -> None:
+    first = idp.sign_in("bob", scope="openid profile")  # no offline_access: session-bound, still refreshable
+    client = idp.jupyter(scope="openid profile")
+
+    second = client.refresh_token(idp.metadata["token_endpoint"], refresh_token=first["refresh_token"])
+    assert second["refresh_token"] != first["refresh_token"]
+    assert idp.claims(second["access_token"])["aud"] == "mlflow"
+
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        client.refresh_token(idp.metadata["token_endpoint"], refresh_token=first["refresh_token"])
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        client.refresh_token(idp.metadata["token_endpoint"], refresh_token=second["refresh_token"])
+
+
+def test_a_fresh_keys_file_rotates_the_signing_key(tmp_path: Path) -> None:
+    server = IdP(tmp_path)
+    try:
+        server.start()
+        old_kid = server.jwks()["keys"][0]["kid"]
+        assert oct(server.keys_file.stat().st_mode & 0o777) == "0o600"
+        server.stop()
+        server.keys_file.unlink()
+        server.start()
+
+        assert [key["kid"] for key in server.jwks()["keys"]] != [old_kid]
+        bot = OAuth2Session("ci-bot", BOT_SECRET)
+        token = bot.fetch_token(server.metadata["token_endpoint"], grant_type="client_credentials")
+        assert jwt.decode(token["access_token"], JsonWebKey.import_key_set(server.jwks())).header["kid"] != old_kid
+    finally:
+        server.stop()
