@@ -229,19 +229,19 @@ def test_refresh_rotates_and_reusing_a_spent_refresh_token_revokes_the_grant(idp
         client.refresh_token(idp.metadata["token_endpoint"], refresh_token=second["refresh_token"])
 
 
-def test_a_fresh_keys_file_rotates_the_signing_key(tmp_path: Path) -> None:
+def test_a_fresh_keys_file_rotates_the_signing_key_and_sessions_survive_the_restart(tmp_path: Path) -> None:
     server = IdP(tmp_path)
     try:
         server.start()
         old_kid = server.jwks()["keys"][0]["kid"]
+        tokens = server.sign_in("alice")
         assert oct(server.keys_file.stat().st_mode & 0o777) == "0o600"
         server.stop()
         server.keys_file.unlink()
         server.start()
 
         assert [key["kid"] for key in server.jwks()["keys"]] != [old_kid]
-        bot = OAuth2Session("ci-bot", BOT_SECRET)
-        token = bot.fetch_token(server.metadata["token_endpoint"], grant_type="client_credentials")
-        assert jwt.decode(token["access_token"], JsonWebKey.import_key_set(server.jwks())).header["kid"] != old_kid
+        refreshed = server.jupyter().refresh_token(server.metadata["token_endpoint"], tokens["refresh_token"])
+        assert jwt.decode(refreshed["access_token"], JsonWebKey.import_key_set(server.jwks())).header["kid"] != old_kid
     finally:
         server.stop()

@@ -1,11 +1,12 @@
 // Local OpenID Provider for the test and demo stack: `IDP_CONFIG=<file> node stack/idp/server.mjs`.
 
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
 
 import * as pages from './pages.mjs';
+import { createStore } from './store.mjs';
 import { loadOrCreateKeys, readConfig, readTtls } from './settings.mjs';
 
 // Resource indicator every token is minted for when the client names none (MLflow clients never do).
@@ -25,7 +26,10 @@ const now = () => Math.floor(Date.now() / 1000);
 function log(message, fields = {}) {
   const tail = Object.entries(fields)
     .filter(([, v]) => v !== undefined && v !== '')
-    .map(([k, v]) => `${k}=${String(v).replace(/[^\x21-\x7e]/g, '?').slice(0, 80)}`)
+    .map(([k, v]) => {
+      const text = String(v).replace(/[^\x20-\x7e]/g, '?').slice(0, 100);
+      return `${k}=${/[\s"]/.test(text) ? JSON.stringify(text) : text}`;
+    })
     .join(' ');
   process.stdout.write(`${new Date().toISOString()} idp ${message}${tail ? ` ${tail}` : ''}\n`);
 }
@@ -74,9 +78,13 @@ const resourceServer = {
   jwt: { sign: { alg: 'RS256' } },
 };
 
+// Derived from the signing key so browser sessions survive a restart, and end with a key rotation.
+const cookieKey = createHash('sha256').update(`idp cookies ${jwks.keys[0].d}`).digest('base64url');
+
 const provider = new Provider(config.issuer, {
   jwks,
-  cookies: { keys: [randomBytes(32).toString('base64url')] },
+  adapter: createStore(config.stateFile),
+  cookies: { keys: [cookieKey] },
   clients: [
     {
       client_id: config.jupyter.clientId,
@@ -221,11 +229,12 @@ provider.on('grant.error', (ctx, err) => {
     client: ctx.oidc.client?.clientId,
     grant_type: ctx.oidc.params?.grant_type,
     error: err.error,
-    reason: err.error_description,
+    reason: err.error_detail ?? err.error_description,
   });
 });
 provider.on('authorization.error', (ctx, err) => {
-  log('authorization refused', { client: ctx.oidc.client?.clientId, error: err.error, reason: err.error_description });
+  const reason = err.error_detail ?? err.error_description;
+  log('authorization refused', { client: ctx.oidc.client?.clientId, error: err.error, reason });
 });
 provider.on('end_session.success', (ctx) => log('logout', { client: ctx.oidc.client?.clientId }));
 provider.on('server_error', (_ctx, err) => console.error('idp server error', err));

@@ -2,6 +2,7 @@
 
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
 const TTL_DEFAULTS = {
   IDP_ACCESS_TOKEN_TTL: 300,
@@ -65,6 +66,7 @@ export function readConfig(path) {
     issuer: issuer.origin,
     port: Number(config.port),
     keysFile: config.keys_file,
+    stateFile: config.state_file ?? join(dirname(config.keys_file), 'idp-state.json'),
     audience: config.audience ?? 'mlflow',
     users,
     jupyter: { clientId: config.clients.jupyter.client_id ?? 'jupyter' },
