@@ -1,0 +1,59 @@
+"""The process default session: built lazily from settings + cache, so scripts and child processes just work."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from ..errors import ConfigError
+from ..settings import Settings
+from .session import Session
+
+_default: Session | None = None
+_lock = threading.Lock()
+
+
+def get_default_session(settings: Settings | None = None) -> Session:
+    """The session MLflow requests use; created on first use from `settings` (or env/config) and the cache."""
+    global _default
+    with _lock:
+        if _default is None:
+            session = Session(settings or Settings.load())
+            session.load_cached()
+            _default = session
+        return _default
+
+
+def set_default_session(session: Session | None) -> Session | None:
+    """Install `session` (e.g. the notebook's) as the process default; returns the one it replaces."""
+    global _default
+    with _lock:
+        previous, _default = _default, session
+    return previous
+
+
+def peek_default_session() -> Session | None:
+    """The default session if one exists already; never creates one."""
+    return _default
+
+
+def find_default_session() -> Session | None:
+    """The default session, creating it only if settings are configured; None instead of a ConfigError."""
+    if _default is not None:
+        return _default
+    try:
+        return get_default_session()
+    except ConfigError:
+        return None
+
+
+def _forget_in_child() -> None:
+    # A forked child has the parent's session object but none of its threads, and maybe a held lock:
+    # start afresh from the shared cache instead.
+    global _default, _lock
+    _default = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
