@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
@@ -182,6 +182,21 @@ def test_a_wrong_password_shows_the_login_page_again_with_an_error(idp: IdP) -> 
         authorize(url, "alice", "not-her-password")
     assert "login failed user=alice" in idp.log()
     assert "not-her-password" not in idp.log()
+
+
+def test_after_a_wrong_password_the_user_can_try_again(idp: IdP) -> None:
+    client = idp.jupyter(redirect_uri=REDIRECT_URI, code_challenge_method="S256")
+    url, _ = client.create_authorization_url(idp.metadata["authorization_endpoint"], code_verifier="v" * 48)
+    browser = requests.Session()
+    login_page = browser.get(url, timeout=5)
+
+    wrong = browser.post(f"{login_page.url}/login", data={"username": "bob", "password": "nope"}, timeout=5)
+    assert wrong.status_code == 401 and "Invalid username or password" in wrong.text
+    answer = browser.post(wrong.url, data={"username": "bob", "password": "bob-pw"}, allow_redirects=False)
+    while not answer.headers["Location"].startswith(REDIRECT_URI):
+        answer = browser.get(urljoin(answer.url, answer.headers["Location"]), allow_redirects=False, timeout=5)
+
+    assert answer.headers["Location"].startswith(REDIRECT_URI + "?code=")
 
 
 def test_device_flow_approved_in_the_browser_gives_tokens(idp: IdP) -> None:

@@ -148,8 +148,15 @@ const provider = new Provider(config.issuer, {
     devInteractions: { enabled: false },
     claimsParameter: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: true },
-    revocation: { enabled: true },
+    // Public clients may only look at and revoke their own tokens; ci-bot may introspect any.
+    introspection: {
+      enabled: true,
+      allowedPolicy: async (_ctx, client, token) => client.clientAuthMethod !== 'none' || token.clientId === client.clientId,
+    },
+    revocation: {
+      enabled: true,
+      allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId,
+    },
     userinfo: { enabled: true },
     rpInitiatedLogout: {
       enabled: true,
