@@ -44,7 +44,8 @@ class CheckHandler(tornado.web.RequestHandler):
             self.set_status(503)
             self.set_header("X-Auth-Error", "issuer keys unavailable")
             return
-        user = safe_text(self.policy.username(claims), 100)
+        # No spaces either: the user is one field of the access log line.
+        user = safe_text(self.policy.username(claims), 100).replace(" ", "?")
         roles = self.policy.roles(claims)
         decision = self.policy.decide(method, uri, user, roles)
         if not decision.allowed:

@@ -118,9 +118,8 @@ class Policy:
 def interpretations(uri: str) -> list[str]:
     """Readings of a raw request URI an upstream might route: as sent, decoded once, decoded until stable.
 
-    Each is reduced to one canonical form (dot segments resolved, duplicate and trailing slashes dropped,
-    lower case) because Flask/werkzeug and uvicorn differ in which of these they apply, and nginx forwards
-    the raw URI unchanged.
+    Each is read with dot segments resolved and kept, duplicate and trailing slashes dropped, in lower case:
+    nginx forwards the raw URI unchanged, and uvicorn and werkzeug differ in which of these they apply.
     """
     path = uri
     if not path.startswith("/"):
@@ -137,16 +136,17 @@ def interpretations(uri: str) -> list[str]:
         readings.append(decoded)
     out: list[str] = []
     for reading in readings:
-        canonical = _canonical(reading)
-        if canonical not in out:
-            out.append(canonical)
+        for resolve_dots in (True, False):
+            canonical = _canonical(reading, resolve_dots)
+            if canonical not in out:
+                out.append(canonical)
     return out
 
 
-def _canonical(path: str) -> str:
-    path = "/" + path.replace("\\", "/").lstrip("/")
-    path = re.sub(r"/{2,}", "/", path)
-    normalized = posixpath.normpath(path)
-    if normalized.startswith("//"):
-        normalized = "/" + normalized.lstrip("/")
-    return normalized.lower()
+def _canonical(path: str, resolve_dots: bool) -> str:
+    path = re.sub(r"/{2,}", "/", "/" + path.replace("\\", "/").lstrip("/"))
+    if resolve_dots:
+        path = "/" + posixpath.normpath(path).lstrip("/")
+    elif len(path) > 1:
+        path = path.rstrip("/")
+    return path.lower()

@@ -39,10 +39,8 @@ def render_local(
 
     Start it with: /usr/sbin/nginx -p RUN_DIR/nginx -c RUN_DIR/nginx/nginx.conf -g 'daemon off;'
     """
-    run = Path(run_dir).resolve()
-    nginx_dir = run / "nginx"
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (nginx_dir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    nginx_dir = Path(run_dir).resolve() / "nginx"
+    nginx_dir.mkdir(parents=True, exist_ok=True)
     render(
         HERE / "mlflow-proxy.conf.template",
         nginx_dir / "mlflow-proxy.conf",
@@ -52,5 +50,4 @@ def render_local(
         GATE_UPSTREAM=gate_upstream,
         ACCESS_LOG=nginx_dir / "access.log",
     )
-    user = "user root root;" if os.geteuid() == 0 else "# not root: workers run as the invoking user"
-    return render(HERE / "nginx-local.conf.template", nginx_dir / "nginx.conf", RUN_DIR=run, USER_DIRECTIVE=user)
+    return render(HERE / "nginx-local.conf.template", nginx_dir / "nginx.conf", RUN_DIR=nginx_dir.parent)
