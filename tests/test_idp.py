@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
@@ -18,7 +18,7 @@ from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 from authlib.jose import JsonWebKey, jwt
 
-from .support.idp_pages import IdPPageError, approve_device, authorize
+from .support.idp_pages import IdPPageError, approve_device, authorize, logout
 
 SERVER = Path(__file__).resolve().parent.parent / "stack" / "idp" / "server.mjs"
 REDIRECT_URI = "http://127.0.0.1:8976/callback"  # never served: authorize() returns the redirect unrequested
@@ -91,12 +91,14 @@ class IdP:
     def jupyter(self, scope: str = "openid profile email offline_access", **kwargs) -> OAuth2Session:
         return OAuth2Session("jupyter", scope=scope, token_endpoint_auth_method="none", **kwargs)
 
-    def sign_in(self, username: str, scope: str = "openid profile email offline_access") -> dict:
+    def sign_in(
+        self, username: str, scope: str = "openid profile email offline_access", browser: requests.Session | None = None
+    ) -> dict:
         """Auth code + PKCE through the login page, as the jupyter client."""
         client = self.jupyter(scope, redirect_uri=REDIRECT_URI, code_challenge_method="S256")
         verifier = generate_token(48)
         url, state = client.create_authorization_url(self.metadata["authorization_endpoint"], code_verifier=verifier)
-        callback = authorize(url, username, USERS[username]["password"])
+        callback = authorize(url, username, USERS[username]["password"], session=browser)
         return dict(
             client.fetch_token(
                 self.metadata["token_endpoint"], authorization_response=callback, code_verifier=verifier, state=state
@@ -125,6 +127,7 @@ def test_auth_code_with_pkce_gives_a_jwt_access_token_for_mlflow(idp: IdP) -> No
     assert claims["email"] == "alice@example.org"
     assert claims["sub"] != "alice"
     assert tokens["refresh_token"]
+    assert "offline_access" in tokens["scope"].split()  # granted without the client sending prompt=consent
     assert "token issued client=jupyter grant_type=authorization_code user=alice" in idp.log()
 
 
@@ -242,6 +245,16 @@ def test_refresh_rotates_and_reusing_a_spent_refresh_token_revokes_the_grant(idp
         client.refresh_token(idp.metadata["token_endpoint"], refresh_token=first["refresh_token"])
     with pytest.raises(OAuthError, match="invalid_grant"):
         client.refresh_token(idp.metadata["token_endpoint"], refresh_token=second["refresh_token"])
+
+
+def test_logout_ends_the_session_and_its_refresh_tokens(idp: IdP) -> None:
+    browser = requests.Session()
+    tokens = idp.sign_in("bob", scope="openid profile", browser=browser)
+    query = urlencode({"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "http://127.0.0.1:5555/bye"})
+
+    assert logout(f"{idp.metadata['end_session_endpoint']}?{query}", browser) == "http://127.0.0.1:5555/bye"
+    with pytest.raises(OAuthError, match="invalid_grant"):
+        idp.jupyter(scope="openid profile").refresh_token(idp.metadata["token_endpoint"], tokens["refresh_token"])
 
 
 def test_a_fresh_keys_file_rotates_the_signing_key_and_sessions_survive_the_restart(tmp_path: Path) -> None:

@@ -73,9 +73,12 @@ def _login(session: requests.Session, page: requests.Response, username: str, pa
     return _walk(session, answer)
 
 
-def authorize(authorization_url: str, username: str, password: str) -> str:
-    """Sign in at `authorization_url`; return the redirect Location to the client (code, state, iss), unrequested."""
-    session = requests.Session()
+def authorize(authorization_url: str, username: str, password: str, session: requests.Session | None = None) -> str:
+    """Sign in at `authorization_url`; return the redirect Location to the client (code, state, iss), unrequested.
+
+    Pass `session` to keep the IdP's session cookie, as a browser would (for a later `logout`).
+    """
+    session = session or requests.Session()
     page = _walk(session, session.get(authorization_url, allow_redirects=False))
     if not page.is_redirect:
         page = _login(session, page, username, password)
@@ -94,3 +97,11 @@ def approve_device(verification_uri_complete: str, username: str, password: str)
     done = _login(session, _walk(session, _submit(session, confirm)), username, password)
     if done.status_code != 200 or "Device connected" not in done.text:
         raise IdPPageError(f"device sign-in did not succeed: {_describe(done)}")
+
+
+def logout(end_session_url: str, session: requests.Session) -> str:
+    """Confirm RP-initiated logout at `end_session_url`; return the redirect Location (post_logout_redirect_uri)."""
+    done = _walk(session, _submit(session, session.get(end_session_url, allow_redirects=False)))
+    if not done.is_redirect:
+        raise IdPPageError(f"IdP logout did not redirect back: {_describe(done)}")
+    return done.headers["Location"]
