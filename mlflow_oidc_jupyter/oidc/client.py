@@ -149,7 +149,7 @@ class OIDCClient:
         if not endpoint:
             raise ProviderError("This identity provider does not offer the device flow; use --browser.")
         with self._oauth(scope=self.settings.scope) as oauth:
-            body = {"client_id": self.settings.client_id, "scope": self.settings.scope, **self._extra()}
+            body = {"scope": self.settings.scope, **self._extra()}  # client auth adds client_id
             auth = oauth.client_auth(oauth.token_endpoint_auth_method)
             data = self._call("device authorization request", _post_json, oauth, endpoint, body, auth)
         for key in ("device_code", "user_code", "verification_uri"):
@@ -173,7 +173,6 @@ class OIDCClient:
                 self.provider.metadata.token_endpoint,
                 grant_type=DEVICE_CODE_GRANT,
                 device_code=device.device_code,
-                client_id=self.settings.client_id,
                 **self._extra(),
             )
         return self.tokens_from_response(dict(response), grant="device_code")
@@ -227,7 +226,6 @@ class OIDCClient:
                 code=query["code"],
                 code_verifier=pending.code_verifier,
                 redirect_uri=pending.redirect_uri,
-                client_id=self.settings.client_id,
                 **self._extra(),
             )
         return self.tokens_from_response(dict(response), grant="authorization_code", nonce=pending.nonce)

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import LoginFailed, ProviderError
-from .client import DeviceAuthorization, OIDCClient, PendingAuthorization
+from .client import DeviceAuthorization, OIDCClient
 from .tokens import TokenSet
 
 logger = logging.getLogger(__name__)
@@ -70,10 +70,11 @@ def browser_login(
     """Auth code + PKCE with a one-shot redirect listener on 127.0.0.1 (RFC 8252), random port."""
     with LoopbackRedirect() as loopback:
         pending = client.authorization_request(loopback.redirect_uri)
+        loopback.expect(pending.state)
         opened = _open(pending.url) if open_browser else False
         if on_url is not None:
             on_url(pending.url, opened)
-        callback_url = loopback.wait(pending, timeout=timeout, cancel=cancel)
+        callback_url = loopback.wait(timeout=timeout, cancel=cancel)
     return client.exchange_code(pending, callback_url)
 
 
@@ -107,8 +108,12 @@ class LoopbackRedirect:
         self._server.shutdown()
         self._server.server_close()
 
-    def wait(self, pending: PendingAuthorization, *, timeout: float, cancel: threading.Event | None = None) -> str:
-        self._expected_state = pending.state
+    def expect(self, state: str) -> None:
+        """Accept only the redirect carrying `state` (call before sending the user to the provider)."""
+        self._expected_state = state
+
+    def wait(self, *, timeout: float, cancel: threading.Event | None = None) -> str:
+        """Block until the redirect arrived; returns its full URL."""
         deadline = time.monotonic() + timeout
         while not self._received.wait(0.2):
             if cancel is not None and cancel.is_set():
