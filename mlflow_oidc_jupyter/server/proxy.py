@@ -1,0 +1,348 @@
+"""The streaming reverse proxy from `{base_url}mlflow/` to the tracking server, with the server session's token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from jupyter_server.base.handlers import JupyterHandler
+from tornado import httputil, web
+from tornado.httpclient import HTTPRequest, HTTPResponse
+
+from ..errors import LoginRequired, OIDCError
+from . import forwarding, pages
+
+#: Request body chunks (64 KiB each from tornado) held between browser and upstream: back-pressure beyond this.
+BODY_QUEUE_CHUNKS = 16
+#: Lifts the server-wide upload limit for proxied requests: artifacts of any size stream through.
+MAX_UPLOAD = 1 << 50
+#: UI bundles above this size are passed through without rewriting their links (today's largest is 4.4 MB).
+MAX_REWRITE = 32 << 20
+#: Bytes of an upstream error body kept to explain the error on our page.
+MAX_ERROR_DETAIL = 4096
+XSRF_HEADER_COOKIE = "mlflow-request-header-X-XSRFToken"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+_END = object()
+_ABORT = object()
+
+
+class ClientGone(Exception):
+    """The browser went away before its request body was complete."""
+
+
+def is_navigation(request: httputil.HTTPServerRequest) -> bool:
+    """A page load in the browser (not the UI's own fetch): errors become readable pages instead of JSON."""
+    mode = request.headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode == "navigate"
+    return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
+
+
+class _MLflowHandler(JupyterHandler):
+    """Shared parts of our handlers: the extension app, JSON or page answers, our URLs."""
+
+    def initialize(self, ext: Any) -> None:
+        self.ext = ext
+
+    def compute_etag(self) -> str | None:
+        return None  # upstream's validators (or none) are the truth, not a hash of what we buffered
+
+    def login_url(self, next_path: str | None = None) -> str:
+        url = self.ext.public_path("oauth", "login")
+        return f"{url}?next={quote(next_path, safe='')}" if next_path else url
+
+    def answer(self, status: int, html: str | None, *, code: str, message: str) -> None:
+        """A page for people, MLflow-style JSON for the UI's fetches and for scripts."""
+        self.clear()
+        self.set_status(status)
+        self.set_header("Cache-Control", "no-store")
+        if html is not None and is_navigation(self.request):
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.finish(html)
+        else:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"error_code": code, "message": message}))
+
+
+class SlashRedirectHandler(_MLflowHandler):
+    """`/mlflow` → `/mlflow/`: the UI's relative URLs only resolve under the trailing slash."""
+
+    @web.authenticated
+    def get(self) -> None:
+        query = self.request.query
+        self.redirect(self.ext.ui_path + (f"?{query}" if query else ""))
+
+
+@web.stream_request_body
+class ProxyHandler(_MLflowHandler):
+    """Authenticated Jupyter user in, bearer token of the server session upstream; bodies stream both ways."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    def initialize(self, ext: Any) -> None:
+        super().initialize(ext)
+        self._body: asyncio.Queue[object] | None = None
+        self._upstream: asyncio.Future[HTTPResponse] | None = None
+        self._upstream_status: httputil.ResponseStartLine | None = None
+        self._upstream_headers = httputil.HTTPHeaders()
+        self._mode = "stream"
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._path = ""
+
+    # -- deciding ---------------------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        # Jupyter's own checks first: identity, host, and for unsafe methods XSRF token and Origin.
+        await super().prepare()
+        if self._finished:
+            return
+        if not self.current_user:
+            # Handlers without @web.authenticated are public since jupyter_server 2.13; the upstream request
+            # starts here, before any method runs, so the method decorators alone would come too late.
+            if self.request.method in ("GET", "HEAD"):
+                self.redirect(self.get_login_url() + "?next=" + quote(self.request.uri or "/", safe=""))
+                return
+            raise web.HTTPError(403)
+        self._reject_cross_site()
+        if self.ext.session is None:
+            self.answer(
+                503,
+                pages.not_configured(self.ext.config_problem or ""),
+                code="TEMPORARILY_UNAVAILABLE",
+                message=f"MLflow UI not configured: {self.ext.config_problem}",
+            )
+            return
+        prefix = self.ext.ui_path
+        self._path = (self.request.path or "")[len(prefix) :]
+        try:
+            token = await asyncio.to_thread(self.ext.session.access_token)
+        except LoginRequired as exc:
+            self._signed_out(exc.reason)
+            return
+        except OIDCError as exc:
+            self.answer(502, pages.page("Sign-in problem", str(exc)), code="TEMPORARILY_UNAVAILABLE", message=str(exc))
+            return
+        if self.request.method == "GET" and is_navigation(self.request):
+            self._share_xsrf_token()
+        self._start_upstream(token)
+
+    def _reject_cross_site(self) -> None:
+        """Only this origin may drive the proxy; other sites may at most link to a page (a top-level GET)."""
+        headers = self.request.headers
+        site = headers.get("Sec-Fetch-Site")
+        navigation = self.request.method in ("GET", "HEAD") and headers.get("Sec-Fetch-Mode") == "navigate"
+        if site in ("cross-site", "same-site") and not navigation:
+            raise web.HTTPError(403, "Cross-site request to the MLflow proxy blocked (Sec-Fetch-Site: %s)", site)
+        origin = headers.get("Origin")
+        if origin is not None and urlsplit(origin.lower()).netloc != headers.get("Host", "").lower():
+            raise web.HTTPError(403, "Cross-origin request to the MLflow proxy blocked (Origin: %s)", origin)
+
+    def _signed_out(self, reason: str) -> None:
+        next_path = self.ext.ui_path if is_navigation(self.request) else None
+        html = pages.signed_out(self.login_url(next_path), reason)
+        self.answer(
+            401,
+            html,
+            code="UNAUTHENTICATED",
+            message=f"Not signed in to MLflow: open {self.login_url()} in the browser.",
+        )
+
+    def _share_xsrf_token(self) -> None:
+        # The MLflow UI copies cookies named mlflow-request-header-<Name> into request headers: this makes its
+        # POSTs carry Jupyter's XSRF token, so Jupyter's XSRF check stays on for the whole UI.
+        token = self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token
+        self.set_cookie(XSRF_HEADER_COOKIE, token, path=self.ext.ui_path, samesite="Strict")
+
+    # -- upstream ---------------------------------------------------------------------------------------------
+
+    def _start_upstream(self, token: str) -> None:
+        request = self.request
+        query = forwarding.query_string(request.query)
+        url = f"{self.ext.upstream}/{self._path}" + (f"?{query}" if query else "")
+        headers = forwarding.request_headers(request.headers, token)
+        if forwarding.is_ui_script(self._path):
+            headers["Accept-Encoding"] = "identity"  # rewritten below, so we need the plain text
+        has_body = int(request.headers.get("Content-Length", "0") or 0) > 0 or "Transfer-Encoding" in request.headers
+        body_producer: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None
+        if has_body:
+            request.connection.set_max_body_size(MAX_UPLOAD)  # type: ignore[union-attr]
+            self._body = asyncio.Queue(maxsize=BODY_QUEUE_CHUNKS)
+            body_producer = self._produce_body
+        verify = self.ext.verify
+        upstream_request = HTTPRequest(
+            url,
+            method=request.method or "GET",
+            headers=headers,
+            body=None if has_body or request.method not in ("POST", "PUT", "PATCH") else b"",
+            body_producer=body_producer,
+            follow_redirects=False,
+            decompress_response=False,
+            allow_nonstandard_methods=True,
+            connect_timeout=self.ext.connect_timeout,
+            request_timeout=self.ext.request_timeout,
+            validate_cert=verify is not False,
+            ca_certs=verify if isinstance(verify, str) else None,
+            header_callback=self._on_header_line,
+            streaming_callback=self._on_chunk,
+        )
+        self._upstream = asyncio.ensure_future(self.ext.http_client.fetch(upstream_request, raise_error=False))
+        self._upstream.add_done_callback(lambda _f: self._release_body())
+
+    async def _produce_body(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+        assert self._body is not None
+        while True:
+            chunk = await self._body.get()
+            if chunk is _END:
+                return
+            if chunk is _ABORT:
+                raise ClientGone("the browser closed the connection during the upload")
+            await write(chunk)  # type: ignore[arg-type]
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._body is None or self._upstream is None or self._upstream.done():
+            return None  # nothing to feed (refused before the upstream request, or upstream already answered)
+        return self._body.put(chunk)
+
+    def _release_body(self) -> None:
+        """Upstream finished (perhaps without reading the whole body): unblock a browser upload in progress."""
+        if self._body is not None:
+            while not self._body.empty():
+                self._body.get_nowait()
+
+    def on_connection_close(self) -> None:
+        if self._body is not None and self._upstream is not None and not self._upstream.done():
+            self._release_body()
+            self._body.put_nowait(_ABORT)
+
+    # -- response ---------------------------------------------------------------------------------------------
+
+    def _on_header_line(self, line: str) -> None:
+        if self._upstream_status is None:
+            self._upstream_status = httputil.parse_response_start_line(line.strip())
+        elif line == "\r\n":
+            self._on_headers()
+        else:
+            self._upstream_headers.parse_line(line)
+
+    def _on_headers(self) -> None:
+        assert self._upstream_status is not None
+        code = self._upstream_status.code
+        if is_navigation(self.request) and (code in (401, 403) or code >= 500):
+            self._mode = "page"
+            return
+        if code == 200 and forwarding.is_ui_script(self._path) and "Content-Encoding" not in self._upstream_headers:
+            self._mode = "rewrite"
+        self.clear_header("Content-Type")
+        self.set_status(code, self._upstream_status.reason or None)
+        seen: set[str] = set()
+        for name, value in forwarding.response_headers(self._upstream_headers):
+            lowered = name.lower()
+            if lowered == "content-length" and self._mode == "rewrite":
+                continue
+            if lowered == "location":
+                value = forwarding.rewrite_location(value, self.ext.upstream, self.ext.ui_path)
+            if lowered in seen:
+                self.add_header(name, value)
+            else:
+                self.set_header(name, value)  # replaces our defaults (e.g. Content-Security-Policy)
+                seen.add(lowered)
+
+    async def _on_chunk(self, chunk: bytes) -> None:
+        if self._mode == "stream":
+            self.write(chunk)
+            await self.flush()  # one flush at a time: tornado waits for it before reading more from upstream
+        elif self._mode == "rewrite":
+            self._hold(chunk)
+            if self._held_size > MAX_REWRITE:
+                self._mode = "stream"
+                self.write(b"".join(self._held))
+                self._held = []
+                await self.flush()
+        elif self._held_size < MAX_ERROR_DETAIL:
+            self._hold(chunk)
+
+    def _hold(self, chunk: bytes) -> None:
+        self._held.append(chunk)
+        self._held_size += len(chunk)
+
+    async def _relay(self) -> None:
+        """Wait for the upstream response (its body has been streaming meanwhile) and finish ours."""
+        if self._upstream is None:
+            return  # answered in prepare()
+        if self._body is not None:
+            await self._body.put(_END)
+        response = await self._upstream
+        if self._upstream_status is None:
+            self._unreachable(response)
+        elif response.error is not None and response.code == 599:
+            # Broke off mid-body: closing tells the browser the download failed instead of finishing it short.
+            self.log.warning("MLflow proxy: upstream response for /%s broke off: %s", self._path, response.error)
+            self.request.connection.close()  # type: ignore[union-attr]
+            self._finished = True
+        elif self._mode == "page":
+            self._error_page(self._upstream_status.code)
+        elif self._mode == "rewrite":
+            self.finish(forwarding.rewrite_ui_script(b"".join(self._held)))
+        elif not self._finished:
+            self.finish()
+
+    def _unreachable(self, response: HTTPResponse) -> None:
+        if isinstance(response.error, ClientGone) or self.request.connection.stream.closed():  # type: ignore[union-attr]
+            self._finished = True
+            return
+        reason = type(response.error).__name__ if response.error else "no answer"
+        if response.code == 599 and "Timeout" in reason:
+            status = 504
+        else:
+            status = 502
+        self.log.warning("MLflow proxy: tracking server %s unreachable: %s", self.ext.upstream, response.error)
+        self.answer(
+            status,
+            pages.unreachable(self.ext.upstream, str(response.error or reason)),
+            code="TEMPORARILY_UNAVAILABLE",
+            message=f"MLflow tracking server unreachable ({reason})",
+        )
+
+    def _error_page(self, status: int) -> None:
+        detail: str | None = None
+        try:
+            detail = json.loads(b"".join(self._held)[:MAX_ERROR_DETAIL]).get("message")
+        except (ValueError, AttributeError):
+            detail = None
+        html = pages.upstream_error(status, self.login_url(self.ext.ui_path), detail)
+        self.answer(status, html, code="UPSTREAM_ERROR", message=detail or f"HTTP {status}")
+
+    # -- methods (prepare() did the checks; these only wait for the streams) -----------------------------------
+
+    @web.authenticated
+    async def get(self, path: str) -> None:
+        await self._relay()
+
+    @web.authenticated
+    async def head(self, path: str) -> None:
+        await self._relay()
+
+    @web.authenticated
+    async def post(self, path: str) -> None:
+        await self._relay()
+
+    @web.authenticated
+    async def put(self, path: str) -> None:
+        await self._relay()
+
+    @web.authenticated
+    async def patch(self, path: str) -> None:
+        await self._relay()
+
+    @web.authenticated
+    async def delete(self, path: str) -> None:
+        await self._relay()
+
+    @web.authenticated
+    async def options(self, path: str) -> None:
+        await self._relay()
