@@ -1,0 +1,154 @@
+"""The extension app: configuration (traitlets), the server-side session, handlers under `{base_url}{prefix}/`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.utils import url_path_join
+from tornado.httpclient import AsyncHTTPClient
+from traitlets import Bool, Float, List, Unicode
+
+from ..errors import ConfigError, OIDCError
+from ..oidc.session import Session
+from ..settings import Settings
+from . import broker
+from .proxy import ProxyHandler, SlashRedirectHandler
+from .signin import CallbackHandler, LoginHandler, LogoutHandler, PendingSignIns, StatusHandler
+
+#: Responses of any size stream through; this only caps what tornado would buffer if asked to.
+MAX_BODY_SIZE = 1 << 50
+
+
+class MLflowOIDC(ExtensionApp):
+    """Serves the MLflow UI at `{base_url}mlflow/` with the user's OIDC token; one sign-in for UI and kernels."""
+
+    name = "mlflow_oidc"
+    description = __doc__
+    load_other_extensions = True
+
+    issuer = Unicode(
+        None,
+        allow_none=True,
+        help="OpenID Provider issuer URL (default: MLFLOW_OIDC_ISSUER or the mlflow-oidc config file).",
+    ).tag(config=True)
+    client_id = Unicode(
+        None, allow_none=True, help="OAuth client id (default: MLFLOW_OIDC_CLIENT_ID or the config file)."
+    ).tag(config=True)
+    client_secret = Unicode(
+        None,
+        allow_none=True,
+        help="Client secret, for a confidential client only (default: MLFLOW_OIDC_CLIENT_SECRET).",
+    ).tag(config=True)
+    scopes = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        help="Scopes to request (default: MLFLOW_OIDC_SCOPES or 'openid profile email').",
+    ).tag(config=True)
+    audience = Unicode(
+        None, allow_none=True, help="Expected `aud` of JWT access tokens (default: MLFLOW_OIDC_AUDIENCE)."
+    ).tag(config=True)
+    upstream_url = Unicode(
+        None,
+        allow_none=True,
+        help="The MLflow tracking server the UI is proxied to, usually behind an identity-aware proxy "
+        "(default: MLFLOW_TRACKING_URI).",
+    ).tag(config=True)
+    ca_bundle = Unicode(
+        None,
+        allow_none=True,
+        help="CA bundle (PEM file) for HTTPS to the identity provider and the tracking server "
+        "(default: MLFLOW_OIDC_CA_BUNDLE; else the system's CAs).",
+    ).tag(config=True)
+    prefix = Unicode("mlflow", help="Path under the server's base_url where the MLflow UI is served.").tag(config=True)
+    connect_timeout = Float(10.0, help="Seconds to wait for a connection to the tracking server.").tag(config=True)
+    request_timeout = Float(
+        3600.0, help="Seconds one proxied request may take in total (large artifacts take long)."
+    ).tag(config=True)
+    kernel_broker = Bool(
+        True,
+        help="Let kernels started by this server use its session (no second sign-in; one party refreshes).",
+    ).tag(config=True)
+
+    def initialize_settings(self) -> None:
+        self.session: Session | None = None
+        self.oidc_settings: Settings | None = None
+        self.config_problem: str | None = None
+        self.broker_secret = secrets.token_urlsafe(32)
+        self.pending = PendingSignIns()
+        self.prefix = self.prefix.strip("/") or "mlflow"
+        try:
+            self.oidc_settings = Settings.load(
+                issuer=self.issuer,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                scopes=tuple(self.scopes) if self.scopes else None,
+                audience=self.audience,
+                tracking_uri=self.upstream_url,
+                ca_bundle=self.ca_bundle,
+            )
+            if not self.oidc_settings.tracking_uri:
+                raise ConfigError(
+                    "Setting `upstream_url` is missing: set c.MLflowOIDC.upstream_url or MLFLOW_TRACKING_URI."
+                )
+            self.session = Session(self.oidc_settings)
+        except OIDCError as exc:
+            self.config_problem = str(exc)
+            self.log.warning("MLflow UI at /%s/ is not configured: %s", self.prefix, exc)
+        self.http_client = AsyncHTTPClient(
+            force_instance=True, max_clients=64, max_body_size=MAX_BODY_SIZE, max_buffer_size=64 << 20
+        )
+
+    @property
+    def upstream(self) -> str:
+        """The tracking server's base URL without a trailing slash."""
+        assert self.oidc_settings is not None and self.oidc_settings.tracking_uri
+        return self.oidc_settings.tracking_uri.rstrip("/")
+
+    @property
+    def verify(self) -> bool | str:
+        return self.oidc_settings.verify if self.oidc_settings else True
+
+    @property
+    def ui_path(self) -> str:
+        """Where the MLflow UI is served, e.g. `/user/alice/mlflow/` (always with the trailing slash)."""
+        return url_path_join(self.serverapp.base_url, self.prefix) + "/"
+
+    def public_path(self, *parts: str) -> str:
+        """Absolute path (no origin) of one of our URLs under the server's base_url."""
+        return url_path_join(self.serverapp.base_url, self.prefix, *parts)
+
+    def initialize_handlers(self) -> None:
+        p = self.prefix
+        context: dict[str, Any] = {"ext": self}
+        self.handlers.extend(
+            [
+                (rf"/{p}", SlashRedirectHandler, context),
+                (rf"/{p}/oauth/login", LoginHandler, context),
+                (rf"/{p}/oauth/callback", CallbackHandler, context),
+                (rf"/{p}/oauth/logout", LogoutHandler, context),
+                (rf"/{p}/oauth/status", StatusHandler, context),
+                (rf"/{p}/oauth/broker", broker.BrokerHandler, context),
+                (rf"/{p}/(.*)", ProxyHandler, context),
+            ]
+        )
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.session is None:
+            return
+        # The port is bound now (at load time it may still change), and no kernel has started yet.
+        if self.kernel_broker:
+            broker.export_environment(self, os.environ)
+        # A restarted server picks up its sign-in from the token cache.
+        if await asyncio.to_thread(self.session.load_cached):
+            identity = self.session.identity
+            self.log.info("MLflow UI: resumed the sign-in of %s", identity.username if identity else "?")
+
+    async def stop_extension(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        self.http_client.close()
