@@ -503,6 +503,12 @@ def test_token_lifetimes_and_refresh_token_rotation(realm):
     assert realm["oauth2DeviceCodeLifespan"] <= 900
 
 
+def test_keycloak_records_sign_ins_and_admin_changes(realm):
+    # The proxy log says who called MLflow; Keycloak's events say who signed in, refreshed, and who changed roles.
+    assert realm["eventsEnabled"] is True and realm["eventsExpiration"] >= 7 * 24 * 3600
+    assert realm["adminEventsEnabled"] is True
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # TLS and nginx
 
