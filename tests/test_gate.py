@@ -460,6 +460,7 @@ PATH_TRICKS = [
     "/api/2.0/mlflow/experiments/delete;jsessionid=1",
     "/api/2.0/mlflow-artifacts/artifacts/x/../../mlflow/experiments/delete",
     "/api/2.0/mlflow-artifacts/artifacts%2F..%2F..%2Fmlflow%2Fexperiments%2Fdelete",
+    "http://mlflow.example/api/2.0/mlflow/experiments/delete",  # absolute-form request target
 ]
 
 ALLOWED_FOR_DEFAULT = [
@@ -493,6 +494,12 @@ def test_default_user_cannot_call_delete_endpoints(proxy: Proxy, upstream: Upstr
 def test_path_tricks_do_not_bypass_the_delete_rule(proxy: Proxy, bob: str, path: str) -> None:
     response, data = proxy.raw("POST", path, bob, body=b"{}")
     assert (response.status, json.loads(data)["error_code"]) == (403, "PERMISSION_DENIED")
+
+
+def test_client_cannot_tell_the_gate_what_it_requests(proxy: Proxy, bob: str) -> None:
+    spoof = {"X-Original-URI": "/api/2.0/mlflow/experiments/search", "X-Original-Method": "GET"}
+    response, _ = proxy.raw("POST", "/api/2.0/mlflow/experiments/delete", bob, body=b"{}", **spoof)
+    assert response.status == 403
 
 
 @pytest.mark.parametrize(
