@@ -234,6 +234,7 @@ class LocalStack:
             "MLFLOW_UPSTREAM": f"{HOST}:{ports['mlflow']}",
             "GATE_UPSTREAM": f"{HOST}:{ports['gate']}",
             "RUN_DIR": str(self.layout.run_dir),
+            "ACCESS_LOG": str(nginx_dir / "access.log"),
         }
         render(STACK_DIR / "nginx" / "mlflow-proxy.conf.template", nginx_dir / "mlflow-proxy.conf", **values)
         render(STACK_DIR / "nginx" / "nginx-local.conf.template", nginx_dir / "nginx.conf", **values)
