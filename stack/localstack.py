@@ -79,17 +79,28 @@ def _start_time(pid: int) -> str | None:
 
 
 def _alive(entry: dict) -> bool:
-    return _start_time(entry["pid"]) == entry.get("started")
+    """Whether the process we recorded still runs (not a zombie, not a recycled PID)."""
+    try:
+        fields = Path(f"/proc/{entry['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z" and fields[19] == entry.get("started")
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs; zombies (exited, not yet reaped) do not count."""
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        os.waitpid(pgid, os.WNOHANG)  # reap the leader when it is our own child
+    except ChildProcessError:
+        pass
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _stop_entry(name: str, entry: dict, timeout: float = 15.0) -> None:
@@ -275,7 +286,7 @@ class LocalStack:
             return [
                 sys.executable, str(STACK_DIR / "gate" / "gate.py"),
                 "--host", HOST, "--port", str(ports["gate"]),
-                "--issuer", issuer, "--audience", AUDIENCE,
+                "--issuer", issuer, "--audience", AUDIENCE, "--leeway", env.get("STACK_GATE_LEEWAY", "30"),
                 "--policy", env.get("STACK_GATE_POLICY", str(STACK_DIR / "gate" / "policy.yaml")),
             ], env  # fmt: skip
         if name == "nginx":

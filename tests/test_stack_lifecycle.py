@@ -21,13 +21,13 @@ def stack_run(run_dir: Path, *args: str, env: dict[str, str] | None = None) -> s
 
 
 def processes_of(run_dir: Path) -> list[psutil.Process]:
-    """Every live process in the process groups that the stack recorded, children included."""
+    """Every running process in the process groups that the stack recorded, children included (zombies are not)."""
     state = json.loads((run_dir / "state.json").read_text())
     groups = {entry["pid"] for entry in state["components"].values()}
     found = []
     for proc in psutil.process_iter():
         try:
-            if os.getpgid(proc.pid) in groups:
+            if os.getpgid(proc.pid) in groups and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except (ProcessLookupError, psutil.NoSuchProcess):
             continue
@@ -53,7 +53,8 @@ def test_up_status_down_leaves_no_process_behind(tmp_path):
         down = stack_run(run_dir, "down")
     assert down.returncode == 0, down.stderr
     assert "nginx" in down.stdout
-    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert processes_of(run_dir) == []
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not (run_dir / "endpoints.json").exists()
     for entry in state["components"].values():
         assert Path(entry["log"]).exists()

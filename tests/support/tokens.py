@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
@@ -19,7 +20,7 @@ def user_tokens(stack, username: str, scope: str = "openid profile email offline
         redirect_uri=REDIRECT_URI,
         code_challenge_method="S256",
     )
-    metadata = client.get(f"{stack.issuer}/.well-known/openid-configuration", timeout=10).json()
+    metadata = requests.get(f"{stack.issuer}/.well-known/openid-configuration", timeout=10).json()
     verifier = generate_token(48)
     url, state = client.create_authorization_url(
         metadata["authorization_endpoint"], code_verifier=verifier, nonce=generate_token(16), prompt="consent"
@@ -33,5 +34,5 @@ def bot_token(stack) -> dict:
     """The ci-bot's token by client credentials."""
     bot = stack.endpoints["clients"]["ci-bot"]
     client = OAuth2Session(bot["client_id"], bot["client_secret"])
-    metadata = client.get(f"{stack.issuer}/.well-known/openid-configuration", timeout=10).json()
+    metadata = requests.get(f"{stack.issuer}/.well-known/openid-configuration", timeout=10).json()
     return dict(client.fetch_token(metadata["token_endpoint"], grant_type="client_credentials", timeout=10))
