@@ -130,6 +130,11 @@ def _raise_for_sign_in_trouble(response: requests.Response, session: Session) ->
 
 def _reason(response: requests.Response) -> str:
     reason = response.headers.get("X-Auth-Error")
+    if not reason and _is_json(response):
+        try:
+            reason = str(response.json().get("message") or "")
+        except (ValueError, AttributeError):
+            reason = None
     if not reason:
         challenge = response.headers.get("WWW-Authenticate", "")
         if "error_description=" in challenge:

@@ -12,7 +12,7 @@ import requests
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError
 from joserfc.jwk import KeySet
-from joserfc.jws import JWSRegistry
+from joserfc.jws import JWSRegistry, extract_compact
 
 from ..errors import ProviderError
 from ..settings import Settings
@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 #: Asymmetric algorithms only: never `none`, never HMAC (a public key must not become a shared secret).
 ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 METADATA_TTL = 3600.0
-#: Minimum time between two JWKS fetches triggered by unknown keys (a flood of bad tokens must not flood the IdP).
-JWKS_REFETCH_INTERVAL = 10.0
+#: How long a kid still missing after a refetch is not worth another one (bad tokens must not flood the IdP).
+MISSING_KID_TTL = 300.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class Provider:
         self._metadata_at = 0.0
         self._keys: KeySet | None = None
         self._keys_at = 0.0
+        self._missing_kids: dict[str, float] = {}
         self.jwks_fetches = 0
 
     @classmethod
@@ -128,11 +129,10 @@ class Provider:
             return self._metadata
 
     def key_set(self, *, refetch: bool = False) -> KeySet:
-        """The provider's public keys; `refetch` asks again unless we did so a moment ago."""
+        """The provider's public keys; `refetch` asks the provider again."""
         jwks_uri = self.metadata.jwks_uri
         with self._lock:
-            stale = refetch and time.monotonic() - self._keys_at > JWKS_REFETCH_INTERVAL
-            if self._keys is None or stale:
+            if self._keys is None or refetch:
                 jwks = self.get_json(jwks_uri)
                 try:
                     self._keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
@@ -153,8 +153,15 @@ class Provider:
         try:
             return jwt.decode(token, self.key_set(), registry=registry)
         except InvalidKeyIdError:
+            kid = str(extract_compact(token.encode()).headers().get("kid"))
+            if time.monotonic() - self._missing_kids.get(kid, -MISSING_KID_TTL) < MISSING_KID_TTL:
+                raise
             logger.info("Token signed by an unknown key of %s: refetching its JWKS", self.issuer)
-            return jwt.decode(token, self.key_set(refetch=True), registry=registry)
+            try:
+                return jwt.decode(token, self.key_set(refetch=True), registry=registry)
+            except InvalidKeyIdError:
+                self._missing_kids[kid] = time.monotonic()
+                raise
 
 
 _PROVIDERS: dict[tuple[str, str, float], Provider] = {}
