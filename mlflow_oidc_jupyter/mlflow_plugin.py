@@ -68,7 +68,7 @@ class OIDCBearerAuth(requests.auth.AuthBase):
         if origin(request.url or "") not in self._origins(session):
             return request  # never send the token anywhere else (presigned storage URLs, redirects...)
         request.headers["Authorization"] = f"Bearer {session.access_token()}"
-        body = request.body
+        body: Any = request.body
         if hasattr(body, "seek") and hasattr(body, "tell"):
             setattr(request, _BODY_POS, body.tell())
         request.register_hook("response", self._on_response)
@@ -77,7 +77,7 @@ class OIDCBearerAuth(requests.auth.AuthBase):
     def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         request = response.request
         if response.status_code == 401 and not getattr(request, _RETRIED, False) and _replayable(request):
-            sent = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
+            sent = str(request.headers.get("Authorization") or "").removeprefix("Bearer ")
             token = self.session().token_rejected(sent)
             response.content  # noqa: B018 - drain so the connection can be reused
             response.close()

@@ -207,10 +207,13 @@ class Session:
         if tokens.identity is None:
             raise TokenValidationError("A token set without a validated identity cannot sign in.")
         key = TokenCache.entry_key(self.settings.issuer, self.settings.client_id, tokens.identity.subject)
+        previous_key = self._key
         if self.cache is not None:
             with self.cache.lock(key):
                 self.cache.save(key, tokens)
                 self.cache.set_current(self.settings.issuer, self.settings.client_id, key)
+            if previous_key is not None and previous_key != key:
+                self.cache.delete(previous_key)  # switching user: the previous user's tokens leave the disk
         with self._lock:
             self._tokens, self._key = tokens, key
             self._failures, self._retry_at = 0, 0.0
