@@ -276,34 +276,37 @@ class ProxyHandler(_MLflowHandler):
             return  # answered in prepare()
         if self._body is not None:
             await self._body.put(_END)
-        response = await self._upstream
-        if self._upstream_status is None:
-            self._unreachable(response)
-        elif response.error is not None and response.code == 599:
+        error: BaseException | None
+        try:
+            response = await self._upstream
+            error = response.error if response.code == 599 else None
+        except Exception as exc:  # raise_error=False still raises connection and stream errors
+            error = exc
+        if error is not None and self._upstream_status is None:
+            self._unreachable(error)
+        elif error is not None:
             # Broke off mid-body: closing tells the browser the download failed instead of finishing it short.
-            self.log.warning("MLflow proxy: upstream response for /%s broke off: %s", self._path, response.error)
+            self.log.warning("MLflow proxy: upstream response for /%s broke off: %s", self._path, error)
             self.request.connection.close()  # type: ignore[union-attr]
             self._finished = True
         elif self._mode == "page":
+            assert self._upstream_status is not None
             self._error_page(self._upstream_status.code)
         elif self._mode == "rewrite":
             self.finish(forwarding.rewrite_ui_script(b"".join(self._held)))
         elif not self._finished:
             self.finish()
 
-    def _unreachable(self, response: HTTPResponse) -> None:
-        if isinstance(response.error, ClientGone) or self.request.connection.stream.closed():  # type: ignore[union-attr]
+    def _unreachable(self, error: BaseException) -> None:
+        if isinstance(error, ClientGone) or self.request.connection.stream.closed():  # type: ignore[union-attr]
             self._finished = True
             return
-        reason = type(response.error).__name__ if response.error else "no answer"
-        if response.code == 599 and "Timeout" in reason:
-            status = 504
-        else:
-            status = 502
-        self.log.warning("MLflow proxy: tracking server %s unreachable: %s", self.ext.upstream, response.error)
+        reason = f"{type(error).__name__}: {error}"
+        status = 504 if "Timeout" in type(error).__name__ else 502
+        self.log.warning("MLflow proxy: tracking server %s unreachable: %s", self.ext.upstream, reason)
         self.answer(
             status,
-            pages.unreachable(self.ext.upstream, str(response.error or reason)),
+            pages.unreachable(self.ext.upstream, reason),
             code="TEMPORARILY_UNAVAILABLE",
             message=f"MLflow tracking server unreachable ({reason})",
         )

@@ -1,0 +1,252 @@
+"""Fixtures: a real `jupyter server` (or JupyterLab) with the extension, pointed at the local stack; Chromium."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+import requests
+
+from ..support.idp_pages import authorize
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class JupyterServer:
+    """One running Jupyter server: its URLs, its token, its process, its log."""
+
+    proc: subprocess.Popen
+    origin: str
+    base_url: str
+    token: str
+    home: Path
+    log_path: Path
+    argv: list[str] = field(repr=False)
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """The server's root URL, ending in `/`."""
+        return self.origin + self.base_url
+
+    @property
+    def ui_url(self) -> str:
+        return self.url + "mlflow/"
+
+    def http(self) -> requests.Session:
+        """A client authenticated to Jupyter with its token (as scripts are)."""
+        session = requests.Session()
+        session.headers["Authorization"] = f"token {self.token}"
+        return session
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def sign_in(self, stack, username: str) -> None:
+        """The server-side sign-in as a browser would do it, driven over HTTP (the IdP's login page)."""
+        http = self.http()
+        start = http.get(self.ui_url + "oauth/login", allow_redirects=False, timeout=30)
+        assert start.status_code == 302, start.text
+        callback = authorize(start.headers["Location"], username, stack.password(username))
+        done = http.get(callback, allow_redirects=False, timeout=30)
+        assert done.status_code == 302, done.text
+
+    def status(self) -> dict:
+        return self.http().get(self.ui_url + "oauth/status", timeout=10).json()
+
+    def start(self, timeout: float = 60.0) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if requests.get(self.url + "api/status", headers={"Authorization": f"token {self.token}"},
+                                timeout=2).status_code == 200:  # fmt: skip
+                    if "MLflow kernel broker at" in self.log() or "MLflow UI at" in self.log():
+                        return  # the extension's start hook ran
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"jupyter did not start within {timeout} s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # Our own process group (start_new_session): the server and the kernels it started.
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def start_jupyter(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., JupyterServer]]:
+    """Start Jupyter servers with the extension pointed at the shared stack; all are stopped by PID at the end."""
+    started: list[JupyterServer] = []
+
+    def start(*, base_url: str = "/", app: str = "jupyter_server", args: tuple[str, ...] = (),
+              upstream_url: str | None = None, home: Path | None = None) -> JupyterServer:  # fmt: skip
+        """`home` shared with another server shares its token cache, hence its MLflow sign-in."""
+        tmp = tmp_path_factory.mktemp("jupyter")
+        (tmp / "root").mkdir()
+        if home is None:
+            home = tmp / "home"
+            home.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_OIDC_", "MLFLOW_TRACKING_", "JUPYTER"))}
+        env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), XDG_CONFIG_HOME=str(home / ".config"),
+                   JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), MLFLOW_DISABLE_TELEMETRY="true",
+                   PYTHONUNBUFFERED="1")  # fmt: skip
+        port = _free_port()
+        token = os.urandom(16).hex()
+        endpoints = stack.endpoints
+        argv = [sys.executable, "-m", app, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.base_url={base_url}",
+                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp / 'root'}",
+                "--ServerApp.jpserver_extensions={'mlflow_oidc_jupyter.server': True}",
+                f"--MLflowOIDC.issuer={endpoints['issuer']}",
+                f"--MLflowOIDC.upstream_url={upstream_url or endpoints['mlflow_url']}",
+                f"--MLflowOIDC.client_id={endpoints['clients']['jupyter']['client_id']}",
+                f"--MLflowOIDC.audience={endpoints['audience']}", *args]  # fmt: skip
+        server = JupyterServer(
+            proc=None,  # type: ignore[arg-type]
+            origin=f"http://127.0.0.1:{port}",
+            base_url=base_url,
+            token=token,
+            home=home,
+            log_path=tmp / "jupyter.log",
+            argv=argv,
+            env=env,
+        )
+        server.start()
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            if server.proc is not None:
+                server.stop()
+
+
+@pytest.fixture(scope="module")
+def jupyter(start_jupyter) -> JupyterServer:
+    """A Jupyter server of this test module, signed out of MLflow."""
+    return start_jupyter()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator:
+    """Debian's Chromium driven by Playwright (never `playwright install`)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def browser_sign_in(page, server: JupyterServer, stack, username: str) -> None:
+    """In the browser: open /mlflow/ (Jupyter token login), press "Sign in", use the IdP's login page."""
+    page.goto(f"{server.ui_url}?token={server.token}")
+    page.click("#mlflow-oidc-action")
+    page.fill("#username", username)
+    page.fill("#password", stack.password(username))
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: urlsplit(url).netloc == urlsplit(server.origin).netloc and "/oauth/" not in url)
+
+
+@dataclass
+class RecordingUpstream:
+    """A stand-in tracking server that records what reaches it; answers `/status/<code>` and `/redirect`."""
+
+    url: str
+    requests: list[dict] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def recording_upstream() -> Iterator[RecordingUpstream]:
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    upstream = RecordingUpstream(url=f"http://127.0.0.1:{server.server_address[1]}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            upstream.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                      "body": body})  # fmt: skip
+            path = self.path.split("?")[0]
+            if path.startswith("/status/"):
+                code = int(path.rsplit("/", 1)[1])
+                self._reply(code, {"error_code": "SOME_ERROR", "message": f"upstream said {code}"})
+            elif path == "/redirect":
+                self._reply(302, {}, location=f"{upstream.url}/landed?x=1")
+            else:
+                self._reply(200, {"ok": True}, cookie="upstream-session=1; Path=/")
+
+        def _reply(self, code: int, data: dict, location: str | None = None, cookie: str | None = None) -> None:
+            payload = json.dumps(data).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            if location:
+                self.send_header("Location", location)
+            if cookie:
+                self.send_header("Set-Cookie", cookie)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server.RequestHandlerClass = Handler
+    thread = Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield upstream
+    finally:
+        server.shutdown()
+        server.server_close()

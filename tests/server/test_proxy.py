@@ -1,0 +1,165 @@
+"""The `/mlflow/` proxy: only the Jupyter user gets through, only with the MLflow token, never with Jupyter's."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from ..support.tokens import user_tokens
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def alice_server(start_jupyter, stack):
+    """A Jupyter server whose MLflow session is alice's."""
+    server = start_jupyter()
+    server.sign_in(stack, "alice")
+    return server
+
+
+def nginx_access_log(stack) -> str:
+    return (stack.run_dir / "nginx" / "access.log").read_text()
+
+
+def test_unauthenticated_requests_never_reach_the_tracking_server(alice_server, stack):
+    probe = f"probe-{uuid.uuid4().hex}"
+    url = f"{alice_server.ui_url}ajax-api/2.0/mlflow/{probe}"
+
+    anonymous_get = requests.get(url, allow_redirects=False, timeout=10)
+    anonymous_post = requests.post(url, json={}, allow_redirects=False, timeout=10)
+    wrong_token = requests.get(url, headers={"Authorization": "token not-the-token"}, allow_redirects=False, timeout=10)
+    authenticated = alice_server.http().get(url + "-control", timeout=10)
+
+    assert anonymous_get.status_code == 302 and "/login" in anonymous_get.headers["Location"]
+    assert anonymous_post.status_code == 403
+    assert wrong_token.status_code == 302
+    log = nginx_access_log(stack)
+    assert probe + "-control" in log, "control: an authenticated request is visible upstream"
+    assert f'/{probe}"' not in log and f"/{probe} " not in log
+    assert authenticated.status_code == 404  # MLflow's own answer to an unknown endpoint
+
+
+def test_signed_in_server_proxies_the_tracking_api_with_the_users_token(alice_server):
+    answer = alice_server.http().get(f"{alice_server.ui_url}ajax-api/2.0/mlflow/experiments/search?max_results=5")
+
+    assert answer.status_code == 200
+    assert any(e["name"] == "Default" for e in answer.json()["experiments"])
+
+
+def test_mlflow_without_slash_redirects_to_the_ui(alice_server):
+    answer = alice_server.http().get(alice_server.url + "mlflow", allow_redirects=False, timeout=10)
+
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "/mlflow/"
+
+
+def test_cross_origin_post_with_jupyter_credentials_is_refused_before_upstream(alice_server, stack):
+    name = f"evil-{uuid.uuid4().hex}"
+    creates_before = nginx_access_log(stack).count("POST /ajax-api/2.0/mlflow/experiments/create")
+
+    refused = alice_server.http().post(
+        f"{alice_server.ui_url}ajax-api/2.0/mlflow/experiments/create",
+        json={"name": name},
+        headers={"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},
+        timeout=10,
+    )
+
+    assert refused.status_code == 403
+    assert nginx_access_log(stack).count("POST /ajax-api/2.0/mlflow/experiments/create") == creates_before
+    admin = user_tokens(stack, "alice")["access_token"]
+    lookup = requests.get(f"{stack.mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+                          params={"experiment_name": name}, headers={"Authorization": f"Bearer {admin}"},
+                          timeout=10)  # fmt: skip
+    assert lookup.status_code == 404
+
+
+def test_ui_new_tab_links_point_under_the_prefix(alice_server):
+    page = alice_server.http().get(alice_server.ui_url, timeout=10)
+    bundle = page.text.split('src="')[1].split('"')[0]
+
+    script = alice_server.http().get(alice_server.ui_url + bundle, timeout=30).text
+
+    assert "`/#" not in script
+    assert "`./#" in script
+
+
+def test_signed_out_server_answers_with_a_sign_in_page_or_json(jupyter):
+    http = jupyter.http()
+
+    page = http.get(jupyter.ui_url, headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}, timeout=10)
+    api = http.get(jupyter.ui_url + "ajax-api/2.0/mlflow/experiments/search", timeout=10)
+
+    assert page.status_code == 401
+    assert "Sign in" in page.text and "/mlflow/oauth/login?next=%2Fmlflow%2F" in page.text
+    assert api.status_code == 401
+    assert api.json()["error_code"] == "UNAUTHENTICATED"
+
+
+@pytest.fixture(scope="module")
+def recorded_server(start_jupyter, alice_server, recording_upstream):
+    """A server in front of a recording stand-in tracking server (the real stack cannot show what reaches it);
+    it shares alice's token cache, so it is signed in as alice."""
+    return start_jupyter(upstream_url=recording_upstream.url, home=alice_server.home)
+
+
+def test_jupyter_credentials_and_browser_provenance_stay_behind(recorded_server, recording_upstream):
+    http = recorded_server.http()
+    http.cookies.set("_xsrf", "xsrf-cookie-value")
+    xsrf = "xsrf-cookie-value"
+
+    answer = http.post(
+        f"{recorded_server.ui_url}ajax-api/2.0/mlflow/runs/create?token={recorded_server.token}&a=1&_xsrf={xsrf}",
+        json={"experiment_id": "0"},
+        headers={"Referer": recorded_server.ui_url, "Origin": recorded_server.origin, "X-XSRFToken": xsrf,
+                 "Cookie": f"_xsrf={xsrf}; username-x=secret"},
+        timeout=10,
+    )  # fmt: skip
+
+    assert answer.status_code == 200
+    assert "upstream-session" not in answer.headers.get("Set-Cookie", "")
+    seen = recording_upstream.requests[-1]
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert seen["path"] == "/ajax-api/2.0/mlflow/runs/create?a=1"
+    assert headers["host"] == recording_upstream.url.removeprefix("http://")
+    assert headers["authorization"].startswith("Bearer ey")
+    assert recorded_server.token not in str(seen)
+    for name in ("cookie", "origin", "referer", "x-xsrftoken"):
+        assert name not in headers
+    assert seen["body"] == b'{"experiment_id": "0"}'
+
+
+def test_redirects_from_upstream_stay_under_the_prefix(recorded_server):
+    answer = recorded_server.http().get(recorded_server.ui_url + "redirect", allow_redirects=False, timeout=10)
+
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "/mlflow/landed?x=1"
+
+
+@pytest.mark.parametrize(
+    ("status", "title"),
+    [(401, "MLflow did not accept your sign-in"), (403, "MLflow refused access"), (503, "MLflow is not available")],
+)
+def test_upstream_errors_become_readable_pages_for_people_and_stay_json_for_the_ui(recorded_server, status, title):
+    http = recorded_server.http()
+    url = f"{recorded_server.ui_url}status/{status}"
+
+    page = http.get(url, headers={"Sec-Fetch-Mode": "navigate", "Accept": "text/html"}, timeout=10)
+    api = http.get(url, headers={"Sec-Fetch-Mode": "cors"}, timeout=10)
+
+    assert page.status_code == status and title in page.text and f"upstream said {status}" in page.text
+    assert api.status_code == status and api.json()["message"] == f"upstream said {status}"
+
+
+def test_unreachable_tracking_server_gets_a_page(start_jupyter, alice_server):
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = start_jupyter(upstream_url=closed, home=alice_server.home)
+
+    page = server.http().get(server.ui_url, headers={"Sec-Fetch-Mode": "navigate"}, timeout=20)
+
+    assert page.status_code == 502
+    assert "MLflow cannot be reached" in page.text
