@@ -37,6 +37,8 @@ def _start_jupyter(endpoints: dict, port: int, token: str, run_dir: Path) -> tup
         f"--MLflowOIDC.issuer={endpoints['issuer']}", f"--MLflowOIDC.upstream_url={endpoints['mlflow_url']}",
         f"--MLflowOIDC.client_id={endpoints['clients']['jupyter']['client_id']}",
     ]  # fmt: skip
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # machines like CI's run everything as root
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # fmt: skip
@@ -107,15 +109,23 @@ def main() -> int:
             time.sleep(0.5)
         return 0
     except StackError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
+        _say(f"demo: {exc}")
         return 1
     finally:
-        print("stopping…", file=sys.stderr, flush=True)
+        # Clean-up first, words after: the terminal (or a pipe like `| tee`) may already be gone.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if jupyter is not None:
             _stop_entry("jupyterlab", {"pid": jupyter.pid, "started": _start_time(jupyter.pid)})
             jupyter.wait()
-        stack.down()
-        print("stopped.", file=sys.stderr)
+        stopped = stack.down()
+        _say(f"stopped: {', '.join(['jupyterlab', *stopped]) if jupyter else ', '.join(stopped) or 'nothing'}")
+
+
+def _say(message: str) -> None:
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -274,6 +274,8 @@ class LocalStack:
             return [_require("node"), str(STACK_DIR / "idp" / "server.mjs")], env
         if name == "mlflow":
             (run / "artifacts").mkdir(exist_ok=True)
+            # Server-side jobs (prompt optimization, scorers) start seven worker processes we never use.
+            env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             return [
                 sys.executable, "-m", "mlflow", "server",
                 "--host", HOST, "--port", str(ports["mlflow"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,14 @@ sys.path.insert(0, str(ROOT / "stack"))
 from localstack import LocalStack  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts"
+
+
+def _interrupt_on_sigterm(_signum: int, _frame: object) -> None:
+    # pytest tears fixtures down on KeyboardInterrupt, not on SIGTERM: a CI timeout or `kill` must still stop stacks.
+    raise KeyboardInterrupt("SIGTERM")
+
+
+signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 
 # Tests never phone home and never read the developer's own config or token cache.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
