@@ -16,13 +16,14 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from mlflow_oidc_jupyter.errors import LoginRequired
+from mlflow_oidc_jupyter.errors import LoginFailed, LoginRequired
 from mlflow_oidc_jupyter.oidc import Session, SessionState, TokenCache, set_default_session
 
 from .support.oidc_sessions import browser_sign_in, settings_for
 
 ACCESS_TTL = 5
 REFRESH_IDLE_TTL = 10
+DEVICE_CODE_TTL = 6
 pytestmark = pytest.mark.slow
 
 
@@ -30,7 +31,11 @@ pytestmark = pytest.mark.slow
 def short_stack(make_stack):
     """A stack whose access tokens live 5 s and whose refresh tokens die after 10 s unused."""
     return make_stack(
-        env={"IDP_ACCESS_TOKEN_TTL": str(ACCESS_TTL), "IDP_REFRESH_TOKEN_TTL": str(REFRESH_IDLE_TTL)},
+        env={
+            "IDP_ACCESS_TOKEN_TTL": str(ACCESS_TTL),
+            "IDP_REFRESH_TOKEN_TTL": str(REFRESH_IDLE_TTL),
+            "IDP_DEVICE_CODE_TTL": str(DEVICE_CODE_TTL),
+        },
         name="short-ttl",
     )
 
@@ -156,6 +161,19 @@ def test_an_idle_session_is_kept_alive_past_the_refresh_token_idle_timeout(short
     assert signed_in.state is SessionState.SIGNED_IN
     with pytest.raises(LoginRequired, match="mlflow-oidc login"):
         unattended.access_token()
+
+
+def test_a_device_code_nobody_approves_expires_with_a_clear_error(short_stack, tmp_path):
+    session = Session(settings_for(short_stack, tmp_path / "cache"), background_refresh=False)
+    shown = []
+    started = time.monotonic()
+
+    with pytest.raises(LoginFailed, match="expired") as failed:
+        session.login_device(shown.append)
+
+    assert failed.value.error == "expired_token"
+    assert DEVICE_CODE_TTL <= time.monotonic() - started < DEVICE_CODE_TTL + 6
+    assert len(shown) == 1 and session.state is SessionState.SIGNED_OUT
 
 
 def test_a_revoked_refresh_token_ends_the_session_with_a_sign_in_hint(short_stack, signed_in):
