@@ -243,7 +243,8 @@ class Session:
         """A bearer token valid for at least min(refresh_margin, 25% of its lifetime); refreshes when needed."""
         tokens = self._tokens
         if tokens is None:
-            if self._state != SessionState.LOGIN_REQUIRED and self.load_cached():
+            # A sign-in elsewhere (`mlflow-oidc login`, another kernel) lands in the cache: pick it up.
+            if self.load_cached():
                 return self.access_token()
             raise LoginRequired(self._message or "You are not signed in.")
         if tokens.is_fresh(self.settings.refresh_margin):
