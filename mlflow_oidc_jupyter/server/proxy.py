@@ -45,6 +45,9 @@ def is_navigation(request: httputil.HTTPServerRequest) -> bool:
 class _MLflowHandler(JupyterHandler):
     """Shared parts of our handlers: the extension app, JSON or page answers, our URLs."""
 
+    #: Handlers that only browsers visit answer errors with pages, whatever the request looks like.
+    pages_only = False
+
     def initialize(self, ext: Any) -> None:
         self.ext = ext
 
@@ -60,7 +63,7 @@ class _MLflowHandler(JupyterHandler):
         self.clear()
         self.set_status(status)
         self.set_header("Cache-Control", "no-store")
-        if html is not None and is_navigation(self.request):
+        if html is not None and (self.pages_only or is_navigation(self.request)):
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(html)
         else:

@@ -62,6 +62,8 @@ def safe_next(ext: Any, value: str | None) -> str:
 
 
 class _SignInHandler(_MLflowHandler):
+    pages_only = True
+
     def origin(self) -> str:
         return f"{self.request.protocol}://{self.request.host}"
 
