@@ -1,0 +1,260 @@
+"""The kernel side of the Jupyter server's broker: the server's session, seen from one of its kernels."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+import requests
+
+from ..errors import LoginRequired, OIDCError, TokenRefreshFailed
+from ..oidc.session import SessionSnapshot, SessionState
+from ..oidc.tokens import Identity
+from ..settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Contract: mlflow_oidc_jupyter/server/broker.py (the server exports these before it starts kernels).
+URL_ENV = "MLFLOW_OIDC_BROKER_URL"
+SECRET_ENV = "MLFLOW_OIDC_BROKER_SECRET"  # noqa: S105 - the variable's name
+SECRET_HEADER = "X-MLflow-OIDC-Broker"  # noqa: S105 - a header name
+
+Listener = Callable[[SessionSnapshot], None]
+
+
+def broker_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(url, secret) when this kernel was started by a Jupyter server with the extension."""
+    env = os.environ if env is None else env
+    url, secret = env.get(URL_ENV), env.get(SECRET_ENV)
+    return (url, secret) if url and secret else None
+
+
+def server_paths(broker_url: str) -> tuple[str, str]:
+    """(login path, UI path) on the Jupyter server, relative to the origin the browser already uses."""
+    path = urlsplit(broker_url).path
+    prefix = path[: -len("oauth/broker")] if path.endswith("oauth/broker") else "/mlflow/"
+    return prefix + "oauth/login", prefix
+
+
+class BrokerSession:
+    """Duck-types the core `Session` for the MLflow plugin and the widget; the server owns and refreshes tokens.
+
+    The kernel never sees a refresh token: it asks the broker for an access token when its copy is near
+    expiry, and a background thread renews it ahead of time so idle kernels show a live state.
+    """
+
+    def __init__(self, settings: Settings, url: str, secret: str, *, background_refresh: bool = True) -> None:
+        self.settings = settings
+        self.url = url
+        self._secret = secret
+        self._http = requests.Session()
+        self._lock = threading.RLock()
+        self._fetch_lock = threading.Lock()
+        self._notify_lock = threading.Lock()
+        self._token: str | None = None
+        self._fetched_at = 0.0
+        self._expires_at: float | None = None
+        self._identity: Identity | None = None
+        self._state = SessionState.SIGNED_OUT
+        self._message: str | None = None
+        self._listeners: list[Listener] = []
+        self.login_url: str | None = None
+        self.refresh_count = 0
+        self.background_refresh = background_refresh
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        user = self._identity.username if self._identity else None
+        return f"<BrokerSession {self.url} user={user} {self._state.value}>"
+
+    # -- observing -------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def identity(self) -> Identity | None:
+        return self._identity if self._token else None
+
+    @property
+    def signed_in(self) -> bool:
+        return self.snapshot().signed_in
+
+    def snapshot(self) -> SessionSnapshot:
+        with self._lock:
+            return SessionSnapshot(
+                state=self._state,
+                issuer=self.settings.issuer,
+                client_id=self.settings.client_id,
+                identity=self.identity,
+                access_expires_at=self._expires_at if self._token else None,
+                refresh_count=self.refresh_count,
+                message=self._message,
+            )
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
+
+    def _set_state(self, state: SessionState, message: str | None = None) -> None:
+        with self._lock:
+            self._state, self._message = state, message
+            listeners = list(self._listeners)
+        snapshot = self.snapshot()
+        with self._notify_lock:
+            for listener in listeners:
+                try:
+                    listener(snapshot)
+                except Exception:
+                    logger.exception("Session listener %r failed", listener)
+
+    # -- tokens ----------------------------------------------------------------------------------------------
+
+    def _fresh(self) -> bool:
+        if not self._token or self._expires_at is None:
+            return False
+        lifetime = max(0.0, self._expires_at - self._fetched_at)
+        return self._expires_at - time.time() > min(self.settings.refresh_margin / 2, 0.2 * lifetime)
+
+    def access_token(self) -> str:
+        """The server session's access token, fetched again when this kernel's copy is near expiry."""
+        token = self._token
+        if token and self._fresh():
+            return token
+        return self._fetch()
+
+    def token_rejected(self, token: str) -> str:
+        """The tracking server answered 401 to `token`: ask the server to refresh unless it already did."""
+        return self._fetch(rejected=hashlib.sha256(token.encode()).hexdigest())
+
+    def refresh(self) -> None:
+        """Fetch the server session's current token now."""
+        self._fetch()
+
+    def load_cached(self) -> bool:
+        """True when the server is signed in (the kernel then uses its session)."""
+        try:
+            self._fetch()
+        except LoginRequired:
+            return False
+        return True
+
+    def _fetch(self, rejected: str | None = None) -> str:
+        with self._fetch_lock:
+            if rejected is None and self._token and self._fresh():
+                return self._token  # another thread fetched while we waited
+            try:
+                response = self._http.get(
+                    self.url,
+                    params={"rejected": rejected} if rejected else None,
+                    headers={SECRET_HEADER: self._secret},
+                    timeout=self.settings.timeout + 20,
+                )
+                body = response.json()
+            except (requests.RequestException, ValueError) as exc:
+                self._set_state(
+                    SessionState.REFRESH_FAILING if self._token else self._state,
+                    f"The Jupyter server's sign-in broker cannot be reached ({type(exc).__name__}).",
+                )
+                raise TokenRefreshFailed(
+                    f"The Jupyter server at {self.url.split('/mlflow/')[0]} cannot be reached for a token "
+                    f"({type(exc).__name__}); is it still running?"
+                ) from None
+            if response.status_code == 200 and body.get("access_token"):
+                with self._lock:
+                    changed = body["access_token"] != self._token
+                    self._token = body["access_token"]
+                    self._fetched_at = time.time()
+                    self._expires_at = float(body.get("expires_at") or time.time() + 60)
+                    if body.get("identity"):
+                        self._identity = Identity.from_dict(body["identity"])
+                    if changed and self._state in (SessionState.SIGNED_IN, SessionState.REFRESH_FAILING):
+                        self.refresh_count += 1
+                self._set_state(SessionState.SIGNED_IN)
+                self._start_refresher()
+                return self._token
+            message = str(body.get("message") or f"HTTP {response.status_code}")
+            if response.status_code == 401:
+                self.login_url = body.get("login_url") or self.login_url
+                was_signed_in = self._token is not None
+                with self._lock:
+                    self._token = None
+                self._set_state(
+                    SessionState.LOGIN_REQUIRED if was_signed_in else SessionState.SIGNED_OUT,
+                    "The Jupyter server is not signed in to MLflow.",
+                )
+                raise LoginRequired(f"The Jupyter server is not signed in to MLflow ({message}).")
+            if response.status_code == 502:
+                self._set_state(SessionState.REFRESH_FAILING if self._token else self._state, message)
+                raise TokenRefreshFailed(f"The Jupyter server could not refresh its token: {message}")
+            raise OIDCError(f"The Jupyter server's sign-in broker refused this kernel: {message}")
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Stop using the server's session in this kernel (the server stays signed in)."""
+        with self._lock:
+            self._token = None
+        self._set_state(SessionState.SIGNED_OUT)
+
+    def logout(self, **_: object) -> None:
+        self.forget()
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _start_refresher(self) -> None:
+        if not self.background_refresh:
+            return
+        with self._lock:
+            self._wake.set()
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="mlflow-oidc-broker", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            expires_at = self._expires_at
+            if not self._token or expires_at is None:
+                self._wake.wait()
+                continue
+            lifetime = max(1.0, expires_at - self._fetched_at)
+            due = expires_at - min(self.settings.refresh_margin / 2, 0.2 * lifetime)
+            delay = max(due - time.time(), min(30.0, 0.5 * failures))
+            if delay > 0 and self._wake.wait(delay):
+                continue
+            if self._stop.is_set():
+                return
+            try:
+                self._fetch()
+                failures = 0
+            except LoginRequired:
+                pass  # the state tells the widget
+            except OIDCError as exc:
+                failures += 1
+                logger.warning("Broker token renewal failed: %s", exc)
+                self._wake.wait(min(30.0, 2.0**failures))

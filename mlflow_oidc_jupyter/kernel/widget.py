@@ -1,0 +1,182 @@
+"""The ipywidgets login widget: shows the sign-in and the session's state; updated only through traits."""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Callable
+
+import ipywidgets as widgets
+
+from ..oidc.client import DeviceAuthorization
+from ..oidc.session import SessionSnapshot, SessionState
+from .view import SessionView, describe, duration
+
+STYLE = (
+    "<style>.mlflow-oidc td{padding:1px 12px 1px 0;vertical-align:top}"
+    ".mlflow-oidc .code{font-size:2em;font-weight:bold;letter-spacing:.12em;font-family:monospace}"
+    ".mlflow-oidc .muted{opacity:.7}.mlflow-oidc .error{color:#b00020}</style>"
+)
+
+
+def _link(url: str, text: str) -> str:
+    return f'<a href="{html.escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">{html.escape(text)}</a>'
+
+
+class LoginWidget(widgets.VBox):
+    """Signed out → signing in (device code or link) → signed in → refresh failing / login required → signed out.
+
+    `mode` says what is shown: signed_out, device, link, signed_in, failed. Every change is a trait update, which
+    reaches the frontend from any thread; nothing is printed. A ticker thread keeps countdowns current.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_sign_in: Callable[[], None],
+        on_sign_out: Callable[[], None],
+        on_cancel: Callable[[], None],
+        tracking_uri: Callable[[], str | None],
+        ui_url: Callable[[], str | None],
+        last_refresh_at: Callable[[], float | None],
+        refreshed_by: Callable[[], str],
+        tick_seconds: float = 1.0,
+    ) -> None:
+        self.title = widgets.HTML()
+        self.body = widgets.HTML()
+        self.sign_in_button = widgets.Button(description="Sign in", button_style="primary", icon="sign-in")
+        self.cancel_button = widgets.Button(description="Cancel", icon="times")
+        self.sign_out_button = widgets.Button(description="Sign out", icon="sign-out")
+        self.buttons = widgets.HBox([])
+        super().__init__([self.title, self.body, self.buttons])
+        self.add_class("mlflow-oidc")
+        self.sign_in_button.on_click(lambda _b: on_sign_in())
+        self.sign_out_button.on_click(lambda _b: on_sign_out())
+        self.cancel_button.on_click(lambda _b: on_cancel())
+        self._tracking_uri, self._ui_url = tracking_uri, ui_url
+        self._last_refresh_at, self._refreshed_by = last_refresh_at, refreshed_by
+        self._lock = threading.RLock()
+        self.mode = "signed_out"
+        self._snapshot: SessionSnapshot | None = None
+        self._device: DeviceAuthorization | None = None
+        self._link: tuple[str, str] | None = None
+        self._failure: str | None = None
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, args=(tick_seconds,), name="mlflow-oidc-widget", daemon=True)
+        self._ticker.start()
+        self._render()
+
+    # -- Presenter -------------------------------------------------------------------------------------------
+
+    def device_prompt(self, device: DeviceAuthorization) -> None:
+        with self._lock:
+            self.mode, self._device, self._failure = "device", device, None
+            self._render()
+
+    def link_prompt(self, url: str, note: str) -> None:
+        with self._lock:
+            self.mode, self._link, self._failure = "link", (url, note), None
+            self._render()
+
+    def update(self, snapshot: SessionSnapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+            if snapshot.signed_in:
+                self.mode, self._failure = "signed_in", None
+            elif snapshot.state == SessionState.LOGIN_REQUIRED:
+                self.mode, self._failure = "failed", snapshot.message or "Your session has ended."
+            elif snapshot.state == SessionState.SIGNED_OUT and self.mode in ("signed_in", "device", "link"):
+                # A flow that ended without tokens reports through failed(); this is a sign-out.
+                self.mode = "signed_out" if self.mode == "signed_in" else self.mode
+            self._render()
+
+    def failed(self, message: str) -> None:
+        with self._lock:
+            self.mode, self._failure = "failed", message
+            self._render()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not threading.current_thread():
+            self._ticker.join(timeout=5)
+        super().close()
+
+    # -- rendering -------------------------------------------------------------------------------------------
+
+    def view(self) -> SessionView | None:
+        if self._snapshot is None:
+            return None
+        return describe(
+            self._snapshot,
+            tracking_uri=self._tracking_uri(),
+            ui_url=self._ui_url(),
+            last_refresh_at=self._last_refresh_at(),
+            refreshed_by=self._refreshed_by(),
+        )
+
+    def _render(self) -> None:
+        with self._lock:
+            title, body, buttons = getattr(self, f"_render_{self.mode}")()
+            self._set(self.title, f"{STYLE}<b>MLflow</b> · {html.escape(title)}")
+            self._set(self.body, body)
+            if list(self.buttons.children) != buttons:
+                self.buttons.children = buttons
+
+    @staticmethod
+    def _set(target: widgets.HTML, value: str) -> None:
+        if target.value != value:  # no message to the frontend when nothing changed
+            target.value = value
+
+    @staticmethod
+    def _set_label(button: widgets.Button, label: str) -> None:
+        if button.description != label:
+            button.description = label
+
+    def _render_signed_out(self) -> tuple[str, str, list]:
+        self._set_label(self.sign_in_button, "Sign in")
+        return (
+            "Not signed in",
+            '<span class="muted">Run <code>%mlflow_login</code> or press Sign in.</span>',
+            [self.sign_in_button],
+        )
+
+    def _render_device(self) -> tuple[str, str, list]:
+        device = self._device
+        assert device is not None
+        target = device.verification_uri_complete or device.verification_uri
+        left = device.expires_at - time.time()
+        countdown = f"code expires in {duration(left)}" if left > 0 else "the code has expired"
+        body = (
+            f"<div>1. Open {_link(target, device.verification_uri)} (new tab) and sign in.</div>"
+            f"<div>2. Check that it shows this code:</div>"
+            f'<div class="code">{html.escape(device.user_code)}</div>'
+            f'<div class="muted">Waiting for approval… {countdown}</div>'
+        )
+        return "Signing in…", body, [self.cancel_button]
+
+    def _render_link(self) -> tuple[str, str, list]:
+        assert self._link is not None
+        url, note = self._link
+        body = f"<div>{_link(url, 'Sign in')} — {html.escape(note)}</div><div class='muted'>Waiting for sign-in…</div>"
+        return "Signing in…", body, [self.cancel_button]
+
+    def _render_signed_in(self) -> tuple[str, str, list]:
+        view = self.view()
+        assert view is not None
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in view.lines())
+        links = f"<div>{_link(view.ui_url, 'Open MLflow UI')}</div>" if view.ui_url else ""
+        return view.title, f"<table>{rows}</table>{links}", [self.sign_out_button]
+
+    def _render_failed(self) -> tuple[str, str, list]:
+        self._set_label(self.sign_in_button, "Sign in again")
+        message = self._failure or "Sign-in failed."
+        return "Sign-in required", f'<div class="error">{html.escape(message)}</div>', [self.sign_in_button]
+
+    def _tick(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            if self.mode in ("device", "signed_in"):
+                try:
+                    self._render()
+                except Exception:  # a closed widget or a gone comm must not kill the kernel's thread
+                    return

@@ -1,0 +1,172 @@
+"""`%mlflow_login`, `%mlflow_logout`, `%mlflow_whoami` in a real IPython shell against the local stack."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+
+import mlflow
+import pytest
+import requests
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlflow_oidc_jupyter.errors import LoginRequired
+from mlflow_oidc_jupyter.oidc import Session, TokenCache
+from mlflow_oidc_jupyter.oidc.default import peek_default_session
+
+from .support.idp_pages import approve_device, authorize
+from .support.oidc_sessions import device_sign_in, settings_for
+
+DEVICE_LINK = re.compile(r"open (http://\S+/device\S*)")
+BROWSER_LINK = re.compile(r"open (http://\S+/auth\?\S+)")
+
+
+class Terminal:
+    """sys.stdout as the user reads it; approves a sign-in prompt it sees, as `user`, like a person would."""
+
+    def __init__(self, stack, user: str = "bob") -> None:
+        self.stack, self.user = stack, user
+        self.text = ""
+        self.approvals: list[threading.Thread] = []
+
+    def write(self, data: str) -> int:
+        self.text += data
+        device, browser = DEVICE_LINK.search(data), BROWSER_LINK.search(data)
+        if device:
+            self._approve(approve_device, device.group(1))
+        elif browser:
+            self._approve(lambda url, *a: requests.get(authorize(url, *a), timeout=10), browser.group(1))
+        return len(data)
+
+    def _approve(self, how, url: str) -> None:
+        thread = threading.Thread(target=how, args=(url, self.user, self.stack.password(self.user)), daemon=True)
+        thread.start()
+        self.approvals.append(thread)
+
+    def flush(self) -> None:
+        pass
+
+    def run(self, shell, magic: str, line: str = ""):
+        """Run a line magic with this terminal as stdout (pytest swaps sys.stdout per test phase)."""
+        with contextlib.redirect_stdout(self):
+            return shell.run_line_magic(magic, line)
+
+
+@pytest.fixture
+def kernel_env(stack, isolated_home, monkeypatch):
+    """What the demo's JupyterLab passes to kernels: where MLflow and the IdP are."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+    monkeypatch.setenv("MLFLOW_OIDC_ISSUER", stack.issuer)
+    monkeypatch.setenv("MLFLOW_OIDC_CLIENT_ID", stack.endpoints["clients"]["jupyter"]["client_id"])
+    monkeypatch.setenv("MLFLOW_OIDC_AUDIENCE", stack.endpoints["audience"])
+    return isolated_home
+
+
+@pytest.fixture
+def shell(kernel_env, monkeypatch, stack):
+    """A real IPython shell with the extension loaded; stdout is a terminal that approves prompts as bob."""
+    ip = InteractiveShell.instance()
+    ip.terminal = Terminal(stack)
+    ip.run_line_magic("load_ext", "mlflow_oidc_jupyter")
+    try:
+        yield ip
+    finally:
+        ip.run_line_magic("unload_ext", "mlflow_oidc_jupyter")
+        mlflow.set_tracking_uri(None)
+
+
+def test_bare_login_with_env_settings_makes_plain_mlflow_calls_authenticated(shell, stack):
+    shell.terminal.run(shell, "mlflow_login", "")
+
+    assert "Signed in as bob" in shell.terminal.text
+    assert "oidc" == os.environ["MLFLOW_TRACKING_AUTH"]
+    mlflow.set_experiment("kernel-magics")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("loss", 0.25)
+    logged = MlflowClient().get_run(run.info.run_id)
+    assert logged.data.metrics == {"loss": 0.25}
+    assert logged.data.tags["mlflow.user"] == "bob"
+
+
+def test_browser_flow_signs_in_through_a_loopback_redirect(shell):
+    shell.terminal.run(shell, "mlflow_login", "--flow browser --text")
+
+    assert "Signed in as bob" in shell.terminal.text
+    assert peek_default_session().identity.username == "bob"
+
+
+def test_a_cached_valid_session_is_reused_without_prompting(shell, stack, kernel_env):
+    # As if `mlflow-oidc login` ran in a terminal before: the same issuer, client and cache.
+    earlier = Session(settings_for(stack, kernel_env / ".cache" / "mlflow-oidc"), background_refresh=False)
+    device_sign_in(earlier, stack, "alice")
+
+    started = time.monotonic()
+    shell.terminal.run(shell, "mlflow_login", "")
+
+    assert time.monotonic() - started < 5
+    assert "open http" not in shell.terminal.text, "no sign-in prompt"
+    assert shell.terminal.approvals == []
+    assert "Signed in as alice" in shell.terminal.text
+    assert MlflowClient().search_experiments() is not None
+
+
+def test_whoami_shows_user_roles_and_expiries_never_a_token(shell, kernel_env):
+    shell.terminal.run(shell, "mlflow_login", "")
+    shell.terminal.text = ""
+
+    shell.terminal.run(shell, "mlflow_whoami", "")
+
+    text = shell.terminal.text
+    assert "Signed in as bob" in text
+    assert re.search(r"Roles:\s+Default", text)
+    assert re.search(r"Access token expires in:\s+\d+ (min|s)", text)
+    assert "Session expires in:" in text
+    tokens = TokenCache(kernel_env / ".cache" / "mlflow-oidc")
+    stored = tokens.load(tokens.current_key(peek_default_session().settings.issuer, "jupyter"))
+    for secret in (stored.access_token, stored.refresh_token, stored.id_token):
+        assert secret[:20] not in text
+
+
+def test_logout_forgets_the_session_and_mlflow_calls_ask_to_sign_in(shell):
+    shell.terminal.run(shell, "mlflow_login", "")
+
+    shell.terminal.run(shell, "mlflow_logout", "")
+
+    assert "Signed out of MLflow." in shell.terminal.text
+    # MLflow wraps what the auth provider raises in an MlflowException; the sign-in hint survives.
+    with pytest.raises((LoginRequired, MlflowException), match="You are not signed in.*mlflow_login"):
+        MlflowClient().search_experiments()
+
+
+def test_unload_stops_every_background_thread_and_restores_the_auth_setting(shell):
+    shell.terminal.run(shell, "mlflow_login", "")
+    assert any(t.name == "oidc-session-refresher" for t in threading.enumerate())
+
+    shell.run_line_magic("unload_ext", "mlflow_oidc_jupyter")
+
+    ours = [t.name for t in threading.enumerate() if t.name.startswith(("oidc-", "mlflow-oidc-")) and t.is_alive()]
+    assert ours == []
+    assert "MLFLOW_TRACKING_AUTH" not in os.environ
+    shell.run_line_magic("load_ext", "mlflow_oidc_jupyter")  # for the fixture's unload
+
+
+def test_missing_settings_are_a_usage_error_that_says_what_to_set(shell, monkeypatch):
+    monkeypatch.delenv("MLFLOW_OIDC_ISSUER")
+
+    with pytest.raises(UsageError, match="MLFLOW_OIDC_ISSUER"):
+        shell.terminal.run(shell, "mlflow_login", "")
+
+
+def test_login_documents_its_options():
+    from mlflow_oidc_jupyter.kernel.magics import MLflowOIDCMagics
+
+    doc = MLflowOIDCMagics.mlflow_login.__doc__
+    for option in ("--issuer", "--client-id", "--tracking-uri", "--flow", "--scopes", "--offline", "--text",
+                   "--grace-period"):  # fmt: skip
+        assert option in doc
