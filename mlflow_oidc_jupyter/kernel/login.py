@@ -141,6 +141,10 @@ class KernelLogin:
             except Exception:
                 logger.exception("Presenter %r failed", presenter)
 
+    def tick(self) -> None:
+        """Let text presenters print what they collected (they do so on the main thread only)."""
+        self._each(lambda p: getattr(p, "drain", lambda: None)())
+
     def _on_snapshot(self, snapshot: SessionSnapshot) -> None:
         if snapshot.state == SessionState.SIGNED_IN and (
             snapshot.refresh_count != self._last_refresh_count or self.last_refresh_at is None
@@ -325,6 +329,7 @@ class GraceSession:
             logger.warning("MLflow is waiting up to %.0f s for you to sign in again", self.login.grace_period)
             while not self.inner.signed_in:
                 self.login.login_required()
+                self.login.tick()
                 if signed_in.wait(1.0):
                     break
                 if time.monotonic() > deadline or self.login.session is not self.inner:

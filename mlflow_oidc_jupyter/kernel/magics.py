@@ -68,7 +68,9 @@ class MLflowOIDCMagics(Magics):
             self.login.configure(settings, flow=args.flow, grace_period=args.grace_period)
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
-        presenter = self._presenter(text=args.text)
+        presenter = make_presenter(self.login, text=args.text or not self._widgets())
+        if not isinstance(presenter, TextPresenter):
+            display(presenter)
         self.login.attach(presenter)
         tick = getattr(presenter, "drain", None)
         try:
@@ -79,7 +81,7 @@ class MLflowOIDCMagics(Magics):
         finally:
             if tick is not None:
                 tick()
-            if isinstance(presenter, TextPresenter):
+            if isinstance(presenter, TextPresenter) and not self.login.grace_period:
                 self.login.detach(presenter)  # nobody would print it after this cell
 
     @line_magic
@@ -132,24 +134,23 @@ class MLflowOIDCMagics(Magics):
         return getattr(self.shell, "kernel", None) is not None
 
     def _refreshed_by(self) -> str:
-        return "by the Jupyter server" if isinstance(self.login.session, BrokerSession) else "this kernel"
+        return refreshed_by(self.login)
 
-    def _presenter(self, *, text: bool) -> Presenter:
-        common: dict[str, Any] = {
-            "tracking_uri": lambda: self.login.session.settings.tracking_uri if self.login.session else None,
-            "ui_url": lambda: self.login.ui_url,
-            "last_refresh_at": lambda: self.login.last_refresh_at,
-            "refreshed_by": self._refreshed_by,
-        }
-        if text or not self._widgets():
-            return TextPresenter(**common)
-        from .widget import LoginWidget
 
-        widget = LoginWidget(
-            on_sign_in=self.login.sign_in,
-            on_sign_out=self.login.logout,
-            on_cancel=self.login.cancel,
-            **common,
-        )
-        display(widget)
-        return widget
+def refreshed_by(login: KernelLogin) -> str:
+    return "by the Jupyter server" if isinstance(login.session, BrokerSession) else "this kernel"
+
+
+def make_presenter(login: KernelLogin, *, text: bool) -> Presenter:
+    """The login widget, or the text presenter, wired to `login` (not yet attached or displayed)."""
+    sources: dict[str, Any] = {
+        "tracking_uri": lambda: login.session.settings.tracking_uri if login.session else None,
+        "ui_url": lambda: login.ui_url,
+        "last_refresh_at": lambda: login.last_refresh_at,
+        "refreshed_by": lambda: refreshed_by(login),
+    }
+    if text:
+        return TextPresenter(**sources)
+    from .widget import LoginWidget
+
+    return LoginWidget(on_sign_in=login.sign_in, on_sign_out=login.logout, on_cancel=login.cancel, **sources)
