@@ -120,8 +120,8 @@ def start_jupyter(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     started: list[JupyterServer] = []
 
     def start(*, base_url: str = "/", app: str = "jupyter_server", args: tuple[str, ...] = (),
-              upstream_url: str | None = None, home: Path | None = None) -> JupyterServer:  # fmt: skip
-        """`home` shared with another server shares its token cache, hence its MLflow sign-in."""
+              upstream_url: str | None = None, home: Path | None = None, on=None) -> JupyterServer:  # fmt: skip
+        """`home` shared with another server shares its token cache, hence its MLflow sign-in; `on` another stack."""
         tmp = tmp_path_factory.mktemp("jupyter")
         (tmp / "root").mkdir()
         if home is None:
@@ -133,7 +133,7 @@ def start_jupyter(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
                    PYTHONUNBUFFERED="1")  # fmt: skip
         port = _free_port()
         token = os.urandom(16).hex()
-        endpoints = stack.endpoints
+        endpoints = (on or stack).endpoints
         argv = [sys.executable, "-m", app, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
                 f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.base_url={base_url}",
                 f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp / 'root'}",
