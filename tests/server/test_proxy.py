@@ -163,3 +163,61 @@ def test_unreachable_tracking_server_gets_a_page(start_jupyter, alice_server):
 
     assert page.status_code == 502
     assert "MLflow cannot be reached" in page.text
+
+
+@pytest.fixture
+def evil_site():
+    """A page on another site (localhost is another site than 127.0.0.1) that auto-submits a form to `target`."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    pages: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = pages.get(self.path, b"")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+
+    def publish(target: str, json_field: str) -> str:
+        name, value = json_field.split("=", 1)
+        pages["/attack"] = (
+            f"<form method='post' enctype='text/plain' action='{target}'>"
+            f"<input name='{name}' value='{value}'></form><script>document.forms[0].submit()</script>"
+        ).encode()
+        return f"http://localhost:{server.server_address[1]}/attack"
+
+    yield publish
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.browser
+def test_cross_site_form_post_from_a_browser_never_reaches_the_tracking_server(alice_server, stack, chromium,
+                                                                               evil_site):  # fmt: skip
+    name = f"evil-{uuid.uuid4().hex}"
+    context = chromium.new_context()
+    page = context.new_page()
+    page.goto(f"{alice_server.url}api/status?token={alice_server.token}")  # the victim's fresh Jupyter cookie
+    creates_before = nginx_access_log(stack).count("POST /ajax-api/2.0/mlflow/experiments/create")
+    attack = evil_site(
+        f"{alice_server.ui_url}ajax-api/2.0/mlflow/experiments/create", f'{{"name": "{name}", "x": "="}}'
+    )
+
+    with page.expect_response(lambda r: "experiments/create" in r.url) as answered:
+        page.goto(attack)
+
+    assert answered.value.status in (403, 404)
+    context.close()
+    assert nginx_access_log(stack).count("POST /ajax-api/2.0/mlflow/experiments/create") == creates_before
+    search = alice_server.http().get(f"{alice_server.ui_url}ajax-api/2.0/mlflow/experiments/get-by-name",
+                                     params={"experiment_name": name}, timeout=10)  # fmt: skip
+    assert search.status_code == 404
