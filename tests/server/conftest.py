@@ -199,6 +199,8 @@ class RecordingUpstream:
 
     url: str
     requests: list[dict] = field(default_factory=list)
+    #: Its request handler class, to serve the same stand-in elsewhere (e.g. behind TLS).
+    handler: type | None = None
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +245,7 @@ def recording_upstream() -> Iterator[RecordingUpstream]:
             pass
 
     server.RequestHandlerClass = Handler
+    upstream.handler = Handler
     thread = Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

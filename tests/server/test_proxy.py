@@ -221,3 +221,68 @@ def test_cross_site_form_post_from_a_browser_never_reaches_the_tracking_server(a
     search = alice_server.http().get(f"{alice_server.ui_url}ajax-api/2.0/mlflow/experiments/get-by-name",
                                      params={"experiment_name": name}, timeout=10)  # fmt: skip
     assert search.status_code == 404
+
+
+def make_ca_and_server_cert(folder):
+    """A private CA and a certificate for 127.0.0.1 signed by it (PEM files): an HTTPS tracking server's setup."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False).sign(ca_key, hashes.SHA256()))  # fmt: skip
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )  # fmt: skip
+    )
+    return folder / "ca.pem", folder / "server.pem"
+
+
+def test_https_tracking_server_with_a_private_ca(start_jupyter, alice_server, recording_upstream, tmp_path):
+    import ssl
+    from http.server import ThreadingHTTPServer
+    from threading import Thread
+
+    ca, server_pem = make_ca_and_server_cert(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(server_pem)
+    https = ThreadingHTTPServer(("127.0.0.1", 0), recording_upstream.handler)
+    https.socket = tls.wrap_socket(https.socket, server_side=True)
+    Thread(target=https.serve_forever, daemon=True).start()
+    upstream = f"https://127.0.0.1:{https.server_address[1]}"
+    try:
+        trusting = start_jupyter(upstream_url=upstream, home=alice_server.home, args=(f"--MLflowOIDC.ca_bundle={ca}",))
+        distrusting = start_jupyter(upstream_url=upstream, home=alice_server.home)
+
+        trusted = trusting.http().get(trusting.ui_url + "ajax-api/2.0/mlflow/experiments/search", timeout=20)
+        refused = distrusting.http().get(distrusting.ui_url + "ajax-api/2.0/mlflow/experiments/search", timeout=20)
+    finally:
+        https.shutdown()
+        https.server_close()
+
+    assert trusted.status_code == 200 and trusted.json() == {"ok": True}
+    assert refused.status_code == 502 and "SSL" in refused.json()["message"]
