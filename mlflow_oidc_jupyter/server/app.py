@@ -116,10 +116,11 @@ class MLflowOIDC(ExtensionApp):
     @property
     def ui_path(self) -> str:
         """Where the MLflow UI is served, e.g. `/user/alice/mlflow/` (always with the trailing slash)."""
-        return url_path_join(self.serverapp.base_url, self.prefix) + "/"
+        return self.public_path() + "/"
 
     def public_path(self, *parts: str) -> str:
         """Absolute path (no origin) of one of our URLs under the server's base_url."""
+        assert self.serverapp is not None
         return url_path_join(self.serverapp.base_url, self.prefix, *parts)
 
     def initialize_handlers(self) -> None:

@@ -24,7 +24,6 @@ MAX_REWRITE = 32 << 20
 #: Bytes of an upstream error body kept to explain the error on our page.
 MAX_ERROR_DETAIL = 4096
 XSRF_HEADER_COOKIE = "mlflow-request-header-X-XSRFToken"
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 _END = object()
 _ABORT = object()
@@ -146,7 +145,10 @@ class ProxyHandler(_MLflowHandler):
             raise web.HTTPError(403, "Cross-origin request to the MLflow proxy blocked (Origin: %s)", origin)
 
     def _signed_out(self, reason: str) -> None:
-        next_path = self.ext.ui_path if is_navigation(self.request) else None
+        next_path = None
+        if is_navigation(self.request):
+            query = forwarding.query_string(self.request.query)  # never carry Jupyter's ?token= along
+            next_path = (self.request.path or self.ext.ui_path) + (f"?{query}" if query else "")
         html = pages.signed_out(self.login_url(next_path), reason)
         self.answer(
             401,
@@ -171,7 +173,7 @@ class ProxyHandler(_MLflowHandler):
         if forwarding.is_ui_script(self._path):
             headers["Accept-Encoding"] = "identity"  # rewritten below, so we need the plain text
         has_body = int(request.headers.get("Content-Length", "0") or 0) > 0 or "Transfer-Encoding" in request.headers
-        body_producer: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]] | None = None
+        body_producer: Any = None  # tornado's stub says Future; any awaitable works and flow control needs one
         if has_body:
             request.connection.set_max_body_size(MAX_UPLOAD)  # type: ignore[union-attr]
             self._body = asyncio.Queue(maxsize=BODY_QUEUE_CHUNKS)
