@@ -159,7 +159,7 @@ class LogoutHandler(_SignInHandler):
         if session is None:
             return
         self.set_header("Cache-Control", "no-store")
-        if not session.snapshot().signed_in:
+        if session.identity is None:
             self.finish(pages.signed_out_done(self.login_url(self.ext.ui_path)))
             return
         who = session.identity.username if session.identity else "you"
@@ -187,7 +187,8 @@ class StatusHandler(_SignInHandler):
     def get(self) -> None:
         session = self.ext.session
         snapshot = session.snapshot() if session is not None else None
-        identity = snapshot.identity if snapshot is not None and snapshot.signed_in else None
+        # Holding tokens is what counts: an abandoned second sign-in leaves the state "signing_in", tokens valid.
+        identity = session.identity if session is not None else None
         self.set_header("Cache-Control", "no-store")
         if is_navigation(self.request):
             if identity is None:

@@ -85,3 +85,14 @@ def test_sign_out_ends_the_session_here_and_at_the_provider(start_jupyter, chrom
     page.click("#mlflow-oidc-action")  # "Sign in" again: the provider asks for the password again
     page.locator("#password").wait_for(timeout=30_000)
     context.close()
+
+
+def test_an_abandoned_second_sign_in_keeps_the_first(start_jupyter, stack):
+    server = start_jupyter()
+    server.sign_in(stack, "alice")
+
+    start_login(server)  # the user clicks "Sign in" again and closes the provider's tab
+
+    assert server.status()["username"] == "alice"
+    search = server.http().get(server.ui_url + "ajax-api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+    assert search.status_code == 200
