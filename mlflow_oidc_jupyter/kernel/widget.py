@@ -16,6 +16,7 @@ from .view import SessionView, describe, duration
 STYLE = (
     "<style>.mlflow-oidc td{padding:1px 12px 1px 0;vertical-align:top}"
     ".mlflow-oidc .code{font-size:2em;font-weight:bold;letter-spacing:.12em;font-family:monospace}"
+    ".mlflow-oidc a{color:var(--jp-content-link-color,#1a73e8);text-decoration:underline}"
     ".mlflow-oidc .muted{opacity:.7}.mlflow-oidc .error{color:#b00020}</style>"
 )
 
