@@ -99,15 +99,18 @@ class JupyterServer:
             time.sleep(0.2)
         raise RuntimeError(f"jupyter did not start within {timeout} s:\n{self.log()[-3000:]}")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.proc.poll() is None:
             # Our own process group (start_new_session): the server and the kernels it started.
             os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
 
     def restart(self) -> None:
         self.stop()
@@ -159,9 +162,11 @@ def start_jupyter(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     try:
         yield start
     finally:
-        for server in started:
-            if server.proc is not None:
-                server.stop()
+        running = [server for server in started if server.proc is not None]
+        for server in running:  # all at once: each takes a moment to shut its kernels down
+            server.terminate()
+        for server in running:
+            server.stop()
 
 
 @pytest.fixture(scope="module")
