@@ -35,9 +35,9 @@ class LoginWidget(widgets.VBox):
     def __init__(
         self,
         *,
-        on_sign_in: Callable[[], None],
-        on_sign_out: Callable[[], None],
-        on_cancel: Callable[[], None],
+        on_sign_in: Callable[[], object],
+        on_sign_out: Callable[[], object],
+        on_cancel: Callable[[], object],
         tracking_uri: Callable[[], str | None],
         ui_url: Callable[[], str | None],
         last_refresh_at: Callable[[], float | None],
