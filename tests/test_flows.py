@@ -79,6 +79,19 @@ def test_auth_code_callback_with_another_state_or_issuer_is_refused(stack, sessi
     assert not session.signed_in
 
 
+def test_a_failed_second_sign_in_keeps_the_first_one(stack, session):
+    browser_sign_in(session, stack, "bob")
+    pending = session.start_login("http://127.0.0.1:9/oauth/callback")
+    callback = authorize(pending.url, "alice", stack.password("alice"))
+
+    with pytest.raises(LoginFailed, match="state mismatch"):
+        session.finish_login(pending, _with_param(callback, state="forged"))
+
+    assert session.state is SessionState.SIGNED_IN
+    assert session.identity.username == "bob"
+    assert session.access_token()
+
+
 def test_sign_in_denied_at_the_idp_is_reported(stack, session):
     pending = session.start_login("http://127.0.0.1:9/oauth/callback")
     callback = _with_param(

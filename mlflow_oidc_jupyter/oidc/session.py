@@ -84,6 +84,7 @@ class Session:
         self._key: str | None = None
         self._state = SessionState.SIGNED_OUT
         self._message: str | None = None
+        self._before_signing_in: tuple[SessionState, str | None] = (SessionState.SIGNED_OUT, None)
         self._failures = 0
         self._retry_at = 0.0
         self._listeners: list[Listener] = []
@@ -179,6 +180,9 @@ class Session:
     def start_login(self, redirect_uri: str) -> PendingAuthorization:
         """Auth code + PKCE through someone else's redirect URI: send the user to `.url`, then `finish_login`."""
         pending = self.client.authorization_request(redirect_uri)
+        with self._lock:
+            if self._state != SessionState.SIGNING_IN:
+                self._before_signing_in = (self._state, self._message)
         self._set_state(SessionState.SIGNING_IN)
         return pending
 
@@ -187,16 +191,21 @@ class Session:
         return self._login(lambda: self.client.exchange_code(pending, callback_url))
 
     def _login(self, flow: Callable[[], TokenSet]) -> Identity:
-        before, before_message = self._state, self._message
+        # A failed sign-in goes back to where the session stood before it began (start_login may have begun it):
+        # a user who was signed in stays signed in with the tokens they have.
+        with self._lock:
+            if self._state == SessionState.SIGNING_IN:
+                before, before_message = self._before_signing_in
+            else:
+                before, before_message = self._state, self._message
         self._set_state(SessionState.SIGNING_IN)
         try:
             tokens = flow()
         except (LoginFailed, ProviderError, TokenValidationError) as exc:
-            back = before if before != SessionState.SIGNING_IN else SessionState.SIGNED_OUT
-            self._set_state(back, str(exc) or before_message)
+            self._set_state(before, str(exc) or before_message)
             raise
         except BaseException:
-            self._set_state(before if before != SessionState.SIGNING_IN else SessionState.SIGNED_OUT, before_message)
+            self._set_state(before, before_message)
             raise
         self.sign_in(tokens)
         assert tokens.identity is not None
