@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,6 +52,16 @@ class Stack:
 
     def restart(self, component: str) -> None:
         self.local.restart(component)
+
+    def access_log(self, until: str | None = None, timeout: float = 10.0) -> str:
+        """nginx's access log; with `until`, first wait for a line containing it (nginx logs after it answered)."""
+        path = self.run_dir / "nginx" / "access.log"
+        deadline = time.monotonic() + timeout
+        while True:
+            text = path.read_text()
+            if until is None or until in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
 
     def log(self, component: str) -> str:
         return self.local.layout.log(component).read_text(errors="replace")

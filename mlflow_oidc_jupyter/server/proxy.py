@@ -69,6 +69,18 @@ class _MLflowHandler(JupyterHandler):
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"error_code": code, "message": message}))
 
+    def require_configured(self) -> Any:
+        """The server's session, or None after answering that the extension lacks settings."""
+        if self.ext.session is None:
+            self.answer(
+                503,
+                pages.not_configured(self.ext.config_problem or ""),
+                code="TEMPORARILY_UNAVAILABLE",
+                message=f"MLflow UI not configured: {self.ext.config_problem}",
+            )
+            return None
+        return self.ext.session
+
 
 class SlashRedirectHandler(_MLflowHandler):
     """`/mlflow` → `/mlflow/`: the UI's relative URLs only resolve under the trailing slash."""
@@ -96,6 +108,13 @@ class ProxyHandler(_MLflowHandler):
         self._held_size = 0
         self._path = ""
 
+    def flush(self, include_footers: bool = False) -> Any:
+        if not self._headers_written and self._upstream is None:
+            # Answered before the request body was read (refused, signed out, redirected): tornado closes the
+            # connection after such an answer, so say so, or a client reusing it gets "connection reset".
+            self.set_header("Connection", "close")
+        return super().flush(include_footers)
+
     # -- deciding ---------------------------------------------------------------------------------------------
 
     async def prepare(self) -> None:  # type: ignore[override]
@@ -111,13 +130,7 @@ class ProxyHandler(_MLflowHandler):
                 return
             raise web.HTTPError(403)
         self._reject_cross_site()
-        if self.ext.session is None:
-            self.answer(
-                503,
-                pages.not_configured(self.ext.config_problem or ""),
-                code="TEMPORARILY_UNAVAILABLE",
-                message=f"MLflow UI not configured: {self.ext.config_problem}",
-            )
+        if self.require_configured() is None:
             return
         prefix = self.ext.ui_path
         self._path = (self.request.path or "")[len(prefix) :]

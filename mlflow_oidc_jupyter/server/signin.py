@@ -70,17 +70,6 @@ class _SignInHandler(_MLflowHandler):
     def callback_uri(self) -> str:
         return self.origin() + self.ext.public_path("oauth", "callback")
 
-    def require_configured(self) -> Any:
-        if self.ext.session is None:
-            self.answer(
-                503,
-                pages.not_configured(self.ext.config_problem or ""),
-                code="TEMPORARILY_UNAVAILABLE",
-                message=f"MLflow UI not configured: {self.ext.config_problem}",
-            )
-            return None
-        return self.ext.session
-
 
 class LoginHandler(_SignInHandler):
     """Start auth code + PKCE (state, nonce, S256) and send the browser to the identity provider."""
