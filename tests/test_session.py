@@ -194,6 +194,62 @@ def test_a_revoked_refresh_token_ends_the_session_with_a_sign_in_hint(short_stac
         signed_in.access_token()
 
 
+class CacheWithAHook(TokenCache):
+    """The real token cache, calling `hook()` before it forgets an entry: the moment a session is ending.
+
+    Not a mock: every call still reaches the files; the hook only lets the test act inside that moment.
+    """
+
+    def __init__(self, directory: Path, hook) -> None:
+        super().__init__(directory)
+        self.hook = hook
+
+    def delete(self, key: str) -> None:
+        self.hook()
+        super().delete(key)
+
+    def clear_current(self, issuer: str, client_id: str, key: str) -> None:
+        self.hook()
+        super().clear_current(issuer, client_id, key)
+
+
+def test_while_a_revoked_session_ends_other_threads_get_a_token_or_the_has_ended_message(short_stack, tmp_path):
+    probes: list[threading.Thread] = []
+    answers: list[str] = []
+
+    def other_threads_ask_now() -> None:
+        # An MLflow call and a 401 retry arrive from other threads while the refresh that failed is ending it.
+        sent = session._tokens.access_token if session._tokens else "gone"
+        for ask in (session.access_token, lambda: session.token_rejected(sent)):
+            probe = threading.Thread(target=lambda ask=ask: answers.append(_outcome(ask)))
+            probe.start()
+            probe.join(timeout=1)  # a probe may wait for the failing refresh: it answers once that ends
+            probes.append(probe)
+
+    session = Session(settings_for(short_stack, tmp_path / "cache"), background_refresh=False)
+    session.cache = CacheWithAHook(tmp_path / "cache", other_threads_ask_now)
+    browser_sign_in(session, short_stack, "alice")
+    session.client.revoke(session._tokens.refresh_token)
+
+    with pytest.raises(LoginRequired, match="has ended"):
+        session.refresh()
+    for probe in probes:
+        probe.join(timeout=30)
+
+    assert len(answers) == len(probes) >= 4
+    assert all(a == "token" or "has ended" in a for a in answers), answers
+    assert session.state is SessionState.LOGIN_REQUIRED
+    with pytest.raises(LoginRequired, match="has ended"):
+        session.access_token()  # the ended tokens were not picked up again from the cache
+
+
+def _outcome(ask) -> str:
+    try:
+        return "token" if ask() else "empty"
+    except LoginRequired as exc:
+        return str(exc)
+
+
 def test_an_unreachable_idp_is_retried_while_the_token_still_works(short_stack, signed_in):
     seen: list[SessionState] = []
     signed_in.add_listener(lambda snap: seen.append(snap.state))

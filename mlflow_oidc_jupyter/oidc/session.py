@@ -145,6 +145,10 @@ class Session:
     def _set_state(self, state: SessionState, message: str | None = None) -> None:
         with self._lock:
             self._state, self._message = state, message
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._lock:
             listeners = list(self._listeners)
         snapshot = self.snapshot()
         with self._notify_lock:  # listeners see changes in order
@@ -255,7 +259,7 @@ class Session:
             # A sign-in elsewhere (`mlflow-oidc login`, another kernel) lands in the cache: pick it up.
             if self.load_cached():
                 return self.access_token()
-            raise LoginRequired(self._message or "You are not signed in.")
+            raise self._login_required()
         if tokens.is_fresh(self.settings.refresh_margin):
             return tokens.access_token
         return self._ensure_fresh(tokens).access_token
@@ -265,7 +269,7 @@ class Session:
         with self._lock:
             current = self._tokens
         if current is None:
-            raise LoginRequired(self._message or "You are not signed in.")
+            raise self._login_required()
         if current.access_token != token:
             return current.access_token
         return self._ensure_fresh(current, force=True).access_token
@@ -274,8 +278,13 @@ class Session:
         """Refresh now (e.g. after the user changed roles); returns the new token set."""
         tokens = self._tokens
         if tokens is None:
-            raise LoginRequired(self._message or "You are not signed in.")
+            raise self._login_required()
         return self._ensure_fresh(tokens, force=True)
+
+    def _login_required(self) -> LoginRequired:
+        """Why this session holds no tokens; `_forget` sets the reason together with dropping them."""
+        with self._lock:
+            return LoginRequired(self._message or "You are not signed in.")
 
     def _ensure_fresh(self, seen: TokenSet, force: bool = False) -> TokenSet:
         margin = self.settings.refresh_margin
@@ -288,7 +297,7 @@ class Session:
         try:
             current = self._tokens
             if current is None:
-                raise LoginRequired(self._message or "You are not signed in.")
+                raise self._login_required()
             if current is not seen and (current.is_fresh(margin) or force):
                 return current  # refreshed while we waited
             if not force and time.time() < self._retry_at and current.expires_in() > 0:
@@ -306,12 +315,10 @@ class Session:
                 tokens = self._refresh_shared(current, force=force)
             except ProviderError as exc:
                 if not exc.transient and exc.error in PERMANENT_ERRORS:
-                    self._end(f"Your session with {self.settings.issuer} has ended ({exc.error}).")
-                    raise LoginRequired(self._message or "") from None
+                    raise self._end(f"Your session with {self.settings.issuer} has ended ({exc.error}).") from None
                 failure = exc
             except TokenValidationError as exc:
-                self._end(f"The refreshed tokens were rejected: {exc}")
-                raise LoginRequired(self._message or "") from None
+                raise self._end(f"The refreshed tokens were rejected: {exc}") from None
             except FileLockTimeout:
                 failure = ProviderError("Another process holds the token cache lock for too long.", transient=True)
             else:
@@ -347,8 +354,7 @@ class Session:
         with self.cache.lock(key, timeout=self.settings.timeout * 3 + 10):
             cached = self.cache.load(key)
             if cached is None:
-                self._end("You signed out (in another process or terminal).")
-                raise LoginRequired(self._message or "")
+                raise self._end("You signed out (in another process or terminal).")
             if cached.access_token != current.access_token and cached.issued_at >= current.issued_at:
                 # Another process refreshed: its refresh token is the live one now (rotation).
                 if cached.is_fresh(margin):
@@ -376,22 +382,40 @@ class Session:
                 self.refresh_count += 1
         return tokens
 
-    def _end(self, reason: str) -> None:
-        """The session cannot continue: forget its tokens (and the cache entry) and ask for a new sign-in."""
+    def _end(self, reason: str) -> LoginRequired:
+        """The session cannot continue: forget its tokens (and the cache entry); returns the error to raise."""
+        self._forget(SessionState.LOGIN_REQUIRED, reason)
+        return LoginRequired(reason)
+
+    def _forget(
+        self, state: SessionState, message: str | None = None, *, take_file_lock: bool = False
+    ) -> TokenSet | None:
+        """Drop the tokens, cache entry first; returns the tokens dropped.
+
+        Other threads may ask for a token meanwhile (the refresher and MLflow calls race): until the entry is
+        gone they still get the old tokens, and the moment they find none they also find why. Dropping the
+        tokens first would let them re-read the entry being deleted, or see no tokens and no reason.
+        """
         with self._lock:
-            key, self._tokens = self._key, None
+            key = self._key
         if self.cache is not None and key is not None:
-            self.cache.delete(key)
+            if take_file_lock:  # not while refreshing: that path holds it already, and it is not reentrant
+                with self.cache.lock(key):
+                    self.cache.delete(key)
+            else:
+                self.cache.delete(key)
             self.cache.clear_current(self.settings.issuer, self.settings.client_id, key)
-        self._set_state(SessionState.LOGIN_REQUIRED, reason)
+        with self._lock:
+            tokens, self._tokens, self._key = self._tokens, None, None
+            self._state, self._message = state, message
+        self._notify()
+        return tokens
 
     # -- signing out -----------------------------------------------------------------------------------------
 
     def logout(self, *, revoke: bool = True, post_logout_redirect_uri: str | None = None) -> str | None:
         """Revoke the refresh token, delete the cache entry; returns the provider's end-session URL, if any."""
-        with self._lock:
-            tokens, key = self._tokens, self._key
-            self._tokens = self._key = None
+        tokens = self._forget(SessionState.SIGNED_OUT, take_file_lock=True)
         end_session_url = None
         if tokens is not None:
             if revoke and tokens.refresh_token:
@@ -403,11 +427,6 @@ class Session:
                 end_session_url = self.client.end_session_url(tokens.id_token, post_logout_redirect_uri)
             except OIDCError as exc:
                 logger.warning("No end-session URL: %s", exc)
-        if self.cache is not None and key is not None:
-            with self.cache.lock(key):
-                self.cache.delete(key)
-            self.cache.clear_current(self.settings.issuer, self.settings.client_id, key)
-        self._set_state(SessionState.SIGNED_OUT)
         return end_session_url
 
     def close(self) -> None:
