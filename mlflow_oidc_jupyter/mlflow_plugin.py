@@ -13,7 +13,7 @@ from mlflow.tracking.context.abstract_context import RunContextProvider
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 
 from .errors import AccessDenied, LoginRequired, OIDCError
-from .oidc.default import find_default_session, get_default_session, peek_default_session
+from .oidc.default import DefaultSession, find_default_session, get_default_session, peek_default_session
 from .oidc.session import Session
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def origin(url: str) -> str | None:
     return f"{parts.scheme}://{host.lower()}:{port}"
 
 
-def tracking_origins(session: Session | None = None) -> set[str]:
+def tracking_origins(session: DefaultSession | None = None) -> set[str]:
     """Origins that may receive the token: MLflow's tracking and registry URIs and the configured one."""
     from mlflow.tracking._model_registry.utils import get_registry_uri
     from mlflow.tracking._tracking_service.utils import get_tracking_uri
@@ -52,16 +52,18 @@ class OIDCBearerAuth(requests.auth.AuthBase):
 
     def __init__(
         self,
-        session: Session | Callable[[], Session] | None = None,
-        origins: Callable[[Session], set[str]] | None = None,
+        session: Session | Callable[[], DefaultSession] | None = None,
+        origins: Callable[[DefaultSession], set[str]] | None = None,
     ) -> None:
         self._session = session
         self._origins = origins or tracking_origins
 
-    def session(self) -> Session:
+    def session(self) -> DefaultSession:
+        if self._session is None:
+            return get_default_session()
         if isinstance(self._session, Session):
             return self._session
-        return self._session() if callable(self._session) else get_default_session()
+        return self._session()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         session = self.session()
@@ -100,7 +102,7 @@ def _replayable(request: requests.PreparedRequest) -> bool:
     return body is None or isinstance(body, (bytes, str)) or getattr(request, _BODY_POS, None) is not None
 
 
-def _raise_for_sign_in_trouble(response: requests.Response, session: Session) -> None:
+def _raise_for_sign_in_trouble(response: requests.Response, session: DefaultSession) -> None:
     """Turn what MLflow would report as 'not valid JSON' or a bare 401/403 into an error that says what to do."""
     status = response.status_code
     server = origin(response.url) or response.url
@@ -160,7 +162,7 @@ class OIDCAuthProvider(RequestAuthProvider):
         return OIDCBearerAuth()
 
 
-def _current_session() -> Session | None:
+def _current_session() -> DefaultSession | None:
     session = peek_default_session()
     if session is None and os.environ.get("MLFLOW_TRACKING_AUTH") == "oidc":
         session = find_default_session()

@@ -7,12 +7,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..errors import LoginRequired, OIDCError
 from ..oidc.client import DeviceAuthorization
-from ..oidc.default import peek_default_session, set_default_session
-from ..oidc.session import Session, SessionSnapshot, SessionState
+from ..oidc.default import DefaultSession, peek_default_session, set_default_session
+from ..oidc.session import Listener, Session, SessionSnapshot, SessionState
+from ..oidc.tokens import Identity
 from ..settings import Settings
 from .broker import BrokerSession, broker_from_env, server_paths
 
@@ -109,9 +110,8 @@ class KernelLogin:
         """Point MLflow in this process at the session: auth provider `oidc`, tracking URI when given."""
         session = self.session
         assert session is not None
-        installed: Any = GraceSession(session, self) if self.grace_period > 0 else session
-        # The default session is what the `oidc` auth provider asks; typed as Session, duck-typed here.
-        set_default_session(cast(Session, installed))
+        installed: DefaultSession = GraceSession(session, self) if self.grace_period > 0 else session
+        set_default_session(installed)  # what the `oidc` auth provider asks for a token
         # MLflow reads this per request to select its auth provider; it names the plugin, it holds no secret.
         os.environ["MLFLOW_TRACKING_AUTH"] = "oidc"
         if session.settings.tracking_uri:
@@ -306,6 +306,24 @@ class GraceSession:
 
     def __repr__(self) -> str:
         return f"<GraceSession {self.login.grace_period:.0f} s {self.inner!r}>"
+
+    @property
+    def settings(self) -> Settings:
+        return self.inner.settings
+
+    @property
+    def identity(self) -> Identity | None:
+        return self.inner.identity
+
+    @property
+    def signed_in(self) -> bool:
+        return self.inner.signed_in
+
+    def snapshot(self) -> SessionSnapshot:
+        return self.inner.snapshot()
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        return self.inner.add_listener(listener)
 
     def access_token(self) -> str:
         return self._with_grace(self.inner.access_token)

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import ConfigError
 from ..settings import Settings
-from .session import Session
+from .session import Listener, Session, SessionSnapshot
+from .tokens import Identity
 
-_default: Session | None = None
+
+class DefaultSession(Protocol):
+    """What the MLflow plugin and the kernel use of the default session: a Session, or a kernel's stand-in."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def identity(self) -> Identity | None: ...
+    @property
+    def signed_in(self) -> bool: ...
+    def snapshot(self) -> SessionSnapshot: ...
+    def add_listener(self, listener: Listener) -> Callable[[], None]: ...
+    def access_token(self) -> str: ...
+    def token_rejected(self, token: str) -> str: ...
+
+
+_default: DefaultSession | None = None
 _lock = threading.Lock()
 
 
-def get_default_session(settings: Settings | None = None) -> Session:
+def get_default_session(settings: Settings | None = None) -> DefaultSession:
     """The session MLflow requests use; created on first use from `settings` (or env/config) and the cache."""
     global _default
     with _lock:
@@ -24,7 +43,7 @@ def get_default_session(settings: Settings | None = None) -> Session:
         return _default
 
 
-def set_default_session(session: Session | None) -> Session | None:
+def set_default_session(session: DefaultSession | None) -> DefaultSession | None:
     """Install `session` (e.g. the notebook's) as the process default; returns the one it replaces."""
     global _default
     with _lock:
@@ -32,12 +51,12 @@ def set_default_session(session: Session | None) -> Session | None:
     return previous
 
 
-def peek_default_session() -> Session | None:
+def peek_default_session() -> DefaultSession | None:
     """The default session if one exists already; never creates one."""
     return _default
 
 
-def find_default_session() -> Session | None:
+def find_default_session() -> DefaultSession | None:
     """The default session, creating it only if settings are configured; None instead of a ConfigError."""
     if _default is not None:
         return _default
