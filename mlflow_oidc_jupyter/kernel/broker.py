@@ -7,13 +7,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import requests
 
 from ..errors import LoginRequired, OIDCError, TokenRefreshFailed
-from ..oidc.session import SessionSnapshot, SessionState
+from ..oidc.observable import ObservableSession, SessionSnapshot, SessionState
 from ..oidc.tokens import Identity
 from ..settings import Settings
 
@@ -23,8 +23,6 @@ logger = logging.getLogger(__name__)
 URL_ENV = "MLFLOW_OIDC_BROKER_URL"
 SECRET_ENV = "MLFLOW_OIDC_BROKER_SECRET"  # noqa: S105 - the variable's name
 SECRET_HEADER = "X-MLflow-OIDC-Broker"  # noqa: S105 - a header name
-
-Listener = Callable[[SessionSnapshot], None]
 
 
 def broker_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
@@ -41,34 +39,29 @@ def server_paths(broker_url: str) -> tuple[str, str]:
     return prefix + "oauth/login", prefix
 
 
-class BrokerSession:
+class BrokerSession(ObservableSession):
     """Duck-types the core `Session` for the MLflow plugin and the widget; the server owns and refreshes tokens.
 
     The kernel never sees a refresh token: it asks the broker for an access token when its copy is near
     expiry, and a background thread renews it ahead of time so idle kernels show a live state.
     """
 
+    _refresher_name = "mlflow-oidc-broker"
+
     def __init__(self, settings: Settings, url: str, secret: str, *, background_refresh: bool = True) -> None:
+        super().__init__(background_refresh=background_refresh)
         self.settings = settings
         self.url = url
         self._secret = secret
         self._http = requests.Session()
-        self._lock = threading.RLock()
         self._fetch_lock = threading.Lock()
-        self._notify_lock = threading.Lock()
         self._token: str | None = None
         self._fetched_at = 0.0
         self._expires_at: float | None = None
         self._identity: Identity | None = None
-        self._state = SessionState.SIGNED_OUT
-        self._message: str | None = None
-        self._listeners: list[Listener] = []
+        self._renewal_failures = 0  # the refresher thread's own count
         self.login_url: str | None = None
         self.refresh_count = 0
-        self.background_refresh = background_refresh
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         user = self._identity.username if self._identity else None
@@ -77,16 +70,8 @@ class BrokerSession:
     # -- observing -------------------------------------------------------------------------------------------
 
     @property
-    def state(self) -> SessionState:
-        return self._state
-
-    @property
     def identity(self) -> Identity | None:
         return self._identity if self._token else None
-
-    @property
-    def signed_in(self) -> bool:
-        return self.snapshot().signed_in
 
     def snapshot(self) -> SessionSnapshot:
         with self._lock:
@@ -99,29 +84,6 @@ class BrokerSession:
                 refresh_count=self.refresh_count,
                 message=self._message,
             )
-
-    def add_listener(self, listener: Listener) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.append(listener)
-
-        def remove() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return remove
-
-    def _set_state(self, state: SessionState, message: str | None = None) -> None:
-        with self._lock:
-            self._state, self._message = state, message
-            listeners = list(self._listeners)
-        snapshot = self.snapshot()
-        with self._notify_lock:
-            for listener in listeners:
-                try:
-                    listener(snapshot)
-                except Exception:
-                    logger.exception("Session listener %r failed", listener)
 
     # -- tokens ----------------------------------------------------------------------------------------------
 
@@ -216,45 +178,23 @@ class BrokerSession:
         self.forget()
         return None
 
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    def _start_refresher(self) -> None:
-        if not self.background_refresh:
-            return
-        with self._lock:
-            self._wake.set()
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="mlflow-oidc-broker", daemon=True)
-            self._thread.start()
-
-    def _loop(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            self._wake.clear()
-            expires_at = self._expires_at
-            if not self._token or expires_at is None:
-                self._wake.wait()
-                continue
-            lifetime = max(1.0, expires_at - self._fetched_at)
-            due = expires_at - min(self.settings.refresh_margin / 2, 0.2 * lifetime)
-            delay = max(due - time.time(), min(30.0, 0.5 * failures))
-            if delay > 0 and self._wake.wait(delay):
-                continue
-            if self._stop.is_set():
-                return
-            try:
-                self._fetch()
-                failures = 0
-            except LoginRequired:
-                pass  # the state tells the widget
-            except OIDCError as exc:
-                failures += 1
-                logger.warning("Broker token renewal failed: %s", exc)
-                self._wake.wait(min(30.0, 2.0**failures))
+    def _refresh_when_due(self) -> float | None:
+        expires_at = self._expires_at
+        if not self._token or expires_at is None:
+            return None
+        lifetime = max(1.0, expires_at - self._fetched_at)
+        due = expires_at - min(self.settings.refresh_margin / 2, 0.2 * lifetime)
+        delay = max(due - time.time(), min(30.0, 0.5 * self._renewal_failures))
+        # Wait here, not in the loop: once the pause is over, renew without asking again whether it is due.
+        if (delay > 0 and self._wake.wait(delay)) or self._stop.is_set():
+            return 0.0
+        try:
+            self._fetch()
+            self._renewal_failures = 0
+        except LoginRequired:
+            pass  # the state tells the widget
+        except OIDCError as exc:
+            self._renewal_failures += 1
+            logger.warning("Broker token renewal failed: %s", exc)
+            return min(30.0, 2.0**self._renewal_failures)
+        return 0.0

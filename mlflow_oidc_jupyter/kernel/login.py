@@ -12,7 +12,8 @@ from typing import Any, Protocol
 from ..errors import LoginRequired, OIDCError
 from ..oidc.client import DeviceAuthorization
 from ..oidc.default import DefaultSession, peek_default_session, set_default_session
-from ..oidc.session import Listener, Session, SessionSnapshot, SessionState
+from ..oidc.observable import Listener, SessionSnapshot, SessionState
+from ..oidc.session import Session
 from ..oidc.tokens import Identity
 from ..settings import Settings
 from .broker import BrokerSession, broker_from_env, server_paths

@@ -9,7 +9,8 @@ from typing import Protocol
 
 from ..errors import ConfigError
 from ..settings import Settings
-from .session import Listener, Session, SessionSnapshot
+from .observable import Listener, SessionSnapshot
+from .session import Session
 from .tokens import Identity
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from filelock import Timeout as FileLockTimeout
 
@@ -16,6 +14,7 @@ from ..settings import Settings
 from .cache import TokenCache
 from .client import OIDCClient, PendingAuthorization
 from .flows import DevicePrompt, UrlPrompt, browser_login, device_login
+from .observable import ObservableSession, SessionSnapshot, SessionState
 from .tokens import Identity, TokenSet
 
 logger = logging.getLogger(__name__)
@@ -26,43 +25,15 @@ PERMANENT_ERRORS = {"invalid_grant", "invalid_client", "unauthorized_client", "i
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
-class SessionState(str, enum.Enum):
-    SIGNED_OUT = "signed_out"
-    SIGNING_IN = "signing_in"
-    SIGNED_IN = "signed_in"
-    REFRESHING = "refreshing"
-    REFRESH_FAILING = "refresh_failing"
-    LOGIN_REQUIRED = "login_required"
-
-
-@dataclass(frozen=True)
-class SessionSnapshot:
-    """What listeners see: state, identity and expiries; never a token."""
-
-    state: SessionState
-    issuer: str
-    client_id: str
-    identity: Identity | None = None
-    access_expires_at: float | None = None
-    refresh_expires_at: float | None = None
-    refresh_count: int = 0
-    message: str | None = None
-
-    @property
-    def signed_in(self) -> bool:
-        return self.state in (SessionState.SIGNED_IN, SessionState.REFRESHING, SessionState.REFRESH_FAILING)
-
-
-Listener = Callable[[SessionSnapshot], None]
-
-
-class Session:
+class Session(ObservableSession):
     """One user's sign-in with one provider and client.
 
     `access_token()` is cheap and thread-safe; it refreshes only when the token would be valid for less than
     `min(refresh_margin, 25% of its lifetime)`. One refresh at a time: a thread lock in this process, a file lock
     on the cache entry across processes (lock, re-read, refresh only if still needed, write).
     """
+
+    _refresher_name = "oidc-session-refresher"
 
     def __init__(
         self,
@@ -73,24 +44,16 @@ class Session:
         client: OIDCClient | None = None,
         background_refresh: bool = True,
     ) -> None:
+        super().__init__(background_refresh=background_refresh)
         self.settings = settings
         self.client = client or OIDCClient(settings)
         self.cache = cache if cache is not None else (TokenCache(settings.cache_dir) if use_cache else None)
-        self.background_refresh = background_refresh
-        self._lock = threading.RLock()
         self._refresh_lock = threading.Lock()
-        self._notify_lock = threading.Lock()
         self._tokens: TokenSet | None = None
         self._key: str | None = None
-        self._state = SessionState.SIGNED_OUT
-        self._message: str | None = None
         self._before_signing_in: tuple[SessionState, str | None] = (SessionState.SIGNED_OUT, None)
         self._failures = 0
         self._retry_at = 0.0
-        self._listeners: list[Listener] = []
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._refresher: threading.Thread | None = None
         #: Token refreshes this session made at the provider (not counting tokens adopted from the cache).
         self.refresh_count = 0
         #: Fresh tokens picked up from the cache after another process refreshed them.
@@ -104,17 +67,9 @@ class Session:
     # -- observing -------------------------------------------------------------------------------------------
 
     @property
-    def state(self) -> SessionState:
-        return self._state
-
-    @property
     def identity(self) -> Identity | None:
         tokens = self._tokens
         return tokens.identity if tokens else None
-
-    @property
-    def signed_in(self) -> bool:
-        return self.snapshot().signed_in
 
     def snapshot(self) -> SessionSnapshot:
         with self._lock:
@@ -129,34 +84,6 @@ class Session:
                 refresh_count=self.refresh_count,
                 message=self._message,
             )
-
-    def add_listener(self, listener: Listener) -> Callable[[], None]:
-        """Call `listener(snapshot)` on every state change (from whichever thread made it); returns a remover."""
-        with self._lock:
-            self._listeners.append(listener)
-
-        def remove() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return remove
-
-    def _set_state(self, state: SessionState, message: str | None = None) -> None:
-        with self._lock:
-            self._state, self._message = state, message
-        self._notify()
-
-    def _notify(self) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        snapshot = self.snapshot()
-        with self._notify_lock:  # listeners see changes in order
-            for listener in listeners:
-                try:
-                    listener(snapshot)
-                except Exception:
-                    logger.exception("Session listener %r failed", listener)
 
     # -- signing in ------------------------------------------------------------------------------------------
 
@@ -429,26 +356,7 @@ class Session:
                 logger.warning("No end-session URL: %s", exc)
         return end_session_url
 
-    def close(self) -> None:
-        """Stop the background refresher (tokens stay in the cache)."""
-        self._stop.set()
-        self._wake.set()
-        thread = self._refresher
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
     # -- background refresh ----------------------------------------------------------------------------------
-
-    def _start_refresher(self) -> None:
-        if not self.background_refresh:
-            return
-        with self._lock:
-            self._wake.set()
-            if self._refresher is not None and self._refresher.is_alive():
-                return
-            self._stop.clear()
-            self._refresher = threading.Thread(target=self._refresh_loop, name="oidc-session-refresher", daemon=True)
-            self._refresher.start()
 
     def _next_refresh_at(self, tokens: TokenSet) -> float:
         due = tokens.refresh_due_at(self.settings.refresh_margin)
@@ -458,26 +366,22 @@ class Session:
             due = min(due, tokens.refresh_expires_at - min(self.settings.refresh_margin, 0.25 * life))
         return max(due, self._retry_at)
 
-    def _refresh_loop(self) -> None:
-        """Keep an idle session alive; wakes on sign-in, refresh and stop."""
-        while not self._stop.is_set():
-            self._wake.clear()
-            tokens = self._tokens
-            if tokens is None:
-                self._wake.wait()
-                continue
-            delay = self._next_refresh_at(tokens) - time.time()
-            if delay > 0:
-                self._wake.wait(delay)
-                continue
-            try:
-                # Still fresh here means the refresh token's idle timeout is what is due.
-                self._ensure_fresh(tokens, force=tokens.is_fresh(self.settings.refresh_margin))
-            except LoginRequired:
-                pass  # state and listeners already tell the story
-            except OIDCError as exc:
-                logger.warning("Background token refresh failed: %s", exc)
-                self._wake.wait(1.0)
-            except Exception:
-                logger.exception("Background token refresh crashed; retrying")
-                self._wake.wait(5.0)
+    def _refresh_when_due(self) -> float | None:
+        tokens = self._tokens
+        if tokens is None:
+            return None
+        delay = self._next_refresh_at(tokens) - time.time()
+        if delay > 0:
+            return delay
+        try:
+            # Still fresh here means the refresh token's idle timeout is what is due.
+            self._ensure_fresh(tokens, force=tokens.is_fresh(self.settings.refresh_margin))
+        except LoginRequired:
+            pass  # state and listeners already tell the story
+        except OIDCError as exc:
+            logger.warning("Background token refresh failed: %s", exc)
+            return 1.0
+        except Exception:
+            logger.exception("Background token refresh crashed; retrying")
+            return 5.0
+        return 0.0
