@@ -91,6 +91,39 @@ def stack(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(name="stack")
 
 
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator:
+    """One Playwright for the whole test session: its sync API refuses to start a second one beside it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as instance:
+        yield instance
+
+
+def launch_chromium(playwright, *extra_args: str):
+    """Debian's Chromium (never `playwright install`), headless, with no calls to the outside world."""
+    return playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[*CHROMIUM_ARGS, *extra_args])
+
+
+@pytest.fixture(scope="session")
+def chromium(playwright) -> Iterator:
+    browser = launch_chromium(playwright)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
 @pytest.fixture
 def artifacts_dir() -> Path:
     """Where tests leave screenshots and other artifacts for people to look at."""

@@ -9,7 +9,7 @@ import requests
 from nbformat.v4 import new_code_cell, new_notebook
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from .server.conftest import chromium, start_jupyter  # noqa: F401 - fixtures shared with the server tests
+from .server.conftest import start_jupyter  # noqa: F401 - the server tests' Jupyter fixture
 from .server.kernels import run_in_kernel
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -34,7 +34,7 @@ def lab(start_jupyter):  # noqa: F811
     return start_jupyter(app="jupyterlab")
 
 
-def test_sign_in_from_the_widget_then_the_next_cell_logs_a_metric(lab, chromium, stack, artifacts_dir):  # noqa: F811
+def test_sign_in_from_the_widget_then_the_next_cell_logs_a_metric(lab, chromium, stack, artifacts_dir):
     server = lab
     notebook = new_notebook(
         cells=[

@@ -1,4 +1,4 @@
-"""Fixtures: a real `jupyter server` (or JupyterLab) with the extension, pointed at the local stack; Chromium."""
+"""Fixtures: a real `jupyter server` (or JupyterLab) with the extension, pointed at the local stack."""
 
 from __future__ import annotations
 
@@ -18,15 +18,6 @@ import pytest
 import requests
 
 from ..support.idp_pages import authorize
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 def _free_port() -> int:
@@ -173,19 +164,6 @@ def start_jupyter(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
 def jupyter(start_jupyter) -> JupyterServer:
     """A Jupyter server of this test module, signed out of MLflow."""
     return start_jupyter()
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator:
-    """Debian's Chromium driven by Playwright (never `playwright install`)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def browser_sign_in(page, server: JupyterServer, stack, username: str) -> None:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from .conftest import CHROMIUM_ARGS, browser_sign_in
+from ..conftest import launch_chromium
+from .conftest import browser_sign_in
 from .kernels import run_in_kernel
 from .test_broker import ASK_BROKER
 
@@ -22,16 +23,10 @@ def hub_server(start_jupyter):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {PUBLIC_HOST} 127.0.0.1"],
-        )
-        yield chromium
-        chromium.close()
+def browser(playwright):
+    chromium = launch_chromium(playwright, f"--host-resolver-rules=MAP {PUBLIC_HOST} 127.0.0.1")
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture(scope="module")
