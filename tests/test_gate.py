@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -66,10 +67,11 @@ class Issuer:
     server: ThreadingHTTPServer
     keys: list[Any] = field(default_factory=list)
     jwks_fetches: int = 0
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def token(self, key: Any = None, *, header: dict | None = None, **claims: Any) -> str:
         key = key or self.keys[0]
@@ -85,6 +87,10 @@ class Issuer:
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[Issuer]:
+    yield from serve_issuer()
+
+
+def serve_issuer(tls: ssl.SSLContext | None = None) -> Iterator[Issuer]:
     state: dict[str, Issuer] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -110,7 +116,9 @@ def issuer() -> Iterator[Issuer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state["issuer"] = Issuer(server, [new_key("key-1")])
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    state["issuer"] = Issuer(server, [new_key("key-1")], scheme="https" if tls else "http")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield state["issuer"]
@@ -703,3 +711,46 @@ def test_keycloak_client_role_admin_may_delete(keycloak_gate: Gate, issuer: Issu
 def test_keycloak_gate_rejects_tokens_of_the_other_issuer(keycloak_gate: Gate, alice: str) -> None:
     response = keycloak_gate.check(alice)
     assert (response.status_code, response.headers["X-Auth-Error"]) == (401, "wrong issuer")
+
+
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local CA and a certificate for 127.0.0.1, made by the deployment's own script."""
+    out = tmp_path_factory.mktemp("tls")
+    subprocess.run(["bash", str(ROOT / "stack" / "tls" / "make-certs.sh"), "--out", str(out), "127.0.0.1"],
+                   check=True, capture_output=True)  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def tls_issuer(private_ca: Path) -> Iterator[Issuer]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(private_ca / "server.crt", private_ca / "server.key")
+    yield from serve_issuer(context)
+
+
+def test_issuer_behind_a_private_ca_is_trusted_with_ca_file(tls_issuer: Issuer, private_ca: Path, tmp_path: Path):
+    gate, proc = start_gate(tmp_path, tls_issuer.url, POLICY, "--ca-file", str(private_ca / "ca.crt"))
+    try:
+        assert gate.check(tls_issuer.user_token("bob", ["Default"])).status_code == 204
+    finally:
+        stop(proc)
+
+
+def test_issuer_behind_an_unknown_ca_never_yields_keys(tls_issuer: Issuer, tmp_path: Path):
+    fetches_before = tls_issuer.jwks_fetches
+    port = free_port()
+    log = tmp_path / "gate.log"
+    cmd = [sys.executable, str(GATE), "--host", "127.0.0.1", "--port", str(port), "--issuer", tls_issuer.url]
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*cmd, "--policy", str(POLICY)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", {503}, proc, log)
+        deadline = time.monotonic() + 10
+        while "CERTIFICATE_VERIFY_FAILED" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "CERTIFICATE_VERIFY_FAILED" in log.read_text()
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 503
+        assert tls_issuer.jwks_fetches == fetches_before
+    finally:
+        stop(proc)

@@ -118,13 +118,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jwks-uri", help="skip discovery and load keys from this URL")
     p.add_argument("--leeway", type=int, default=30, help="clock skew allowed for exp/nbf/iat (seconds)")
     p.add_argument("--jwks-min-refetch", type=float, default=10.0, help="min seconds between unknown-kid refetches")
+    p.add_argument("--ca-file", help="CA bundle for the issuer's discovery and JWKS over HTTPS (default: system CAs)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     policy = Policy.load(args.policy)
-    keys = JwksCache(args.issuer, args.jwks_uri, args.jwks_min_refetch)
+    keys = JwksCache(args.issuer, args.jwks_uri, args.jwks_min_refetch, ca_file=args.ca_file)
     validator = TokenValidator(keys, args.audience, args.leeway)
     server = make_app(validator, policy).listen(args.port, address=args.host, xheaders=False)
     log.info("gate listening on %s:%d for issuer %s, audience %s", args.host, args.port, args.issuer, args.audience)

@@ -58,9 +58,16 @@ class Verdict:
 class JwksCache:
     """The issuer's signing keys, loaded from discovery (or a fixed jwks_uri); refetch is rate-limited."""
 
-    def __init__(self, issuer: str, jwks_uri: str | None = None, min_refetch_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        jwks_uri: str | None = None,
+        min_refetch_interval: float = 10.0,
+        ca_file: str | None = None,
+    ) -> None:
         self.issuer = issuer
         self._jwks_uri = jwks_uri
+        self._ca_file = ca_file  # an issuer behind a private CA; None trusts the system's CAs
         self._min_refetch_interval = min_refetch_interval
         self._keys: KeySet | None = None
         self._kids: frozenset[str | None] = frozenset()
@@ -123,10 +130,11 @@ class JwksCache:
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         try:
-            response = await self._http.fetch(HTTPRequest(url, connect_timeout=5, request_timeout=10))
+            request = HTTPRequest(url, connect_timeout=5, request_timeout=10, ca_certs=self._ca_file)
+            response = await self._http.fetch(request)
             return dict(json.loads(response.body))
         except Exception as exc:
-            raise KeysUnavailable(f"cannot fetch {url}: {type(exc).__name__}") from None
+            raise KeysUnavailable(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from None
 
 
 class TokenValidator:
