@@ -21,7 +21,7 @@ from mlflow_oidc_jupyter.errors import LoginFailed, ProviderError, TokenValidati
 from mlflow_oidc_jupyter.oidc import OIDCClient, Provider, Session, SessionState, TokenValidator
 from mlflow_oidc_jupyter.settings import Settings
 
-from .support.idp_pages import authorize
+from .support.idp_pages import authorize, deny_device
 from .support.oidc_sessions import browser_sign_in, device_sign_in, settings_for
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -47,6 +47,16 @@ def test_device_flow_shows_a_code_and_signs_in_with_the_verified_identity(stack,
     assert UUID.match(identity.subject), "the subject is the IdP's stable id, not the username"
     assert states == [SessionState.SIGNING_IN, SessionState.SIGNED_IN]
     assert session.access_token().count(".") == 2
+
+
+def test_a_device_sign_in_denied_at_the_idp_fails_and_stays_signed_out(session):
+    def deny(device) -> None:
+        threading.Thread(target=deny_device, args=(device.verification_uri_complete,)).start()
+
+    with pytest.raises(LoginFailed, match="denied"):
+        session.login_device(deny)
+    assert session.state is SessionState.SIGNED_OUT
+    assert not session.signed_in
 
 
 def test_browser_flow_with_pkce_and_loopback_redirect_signs_in(stack, session):

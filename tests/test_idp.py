@@ -18,7 +18,7 @@ from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 from authlib.jose import JsonWebKey, jwt
 
-from .support.idp_pages import IdPPageError, approve_device, authorize, logout
+from .support.idp_pages import IdPPageError, approve_device, authorize, deny_device, logout
 
 SERVER = Path(__file__).resolve().parent.parent / "stack" / "idp" / "server.mjs"
 REDIRECT_URI = "http://127.0.0.1:8976/callback"  # never served: authorize() returns the redirect unrequested
@@ -220,6 +220,20 @@ def test_device_flow_approved_in_the_browser_gives_tokens(idp: IdP) -> None:
     claims = idp.claims(tokens["access_token"])
     assert (claims["aud"], claims["preferred_username"], claims["roles"]) == ("mlflow", "bob", ["Default"])
     assert tokens["refresh_token"]
+
+
+def test_a_device_sign_in_denied_in_the_browser_gives_access_denied(idp: IdP) -> None:
+    client = idp.jupyter(scope="openid profile offline_access")
+    device = requests.post(
+        idp.metadata["device_authorization_endpoint"],
+        data={"client_id": "jupyter", "scope": "openid profile offline_access"},
+        timeout=5,
+    ).json()
+
+    deny_device(device["verification_uri_complete"])
+
+    with pytest.raises(OAuthError, match="access_denied"):
+        client.fetch_token(idp.metadata["token_endpoint"], grant_type=DEVICE_GRANT, device_code=device["device_code"])
 
 
 def test_ci_bot_gets_a_jwt_by_client_credentials(idp: IdP) -> None:

@@ -40,7 +40,8 @@ export function userCodeInputPage(form, err) {
   if (err && (err.userCode || err.name === 'NoCodeError')) {
     message = '<p class="error" role="alert">The code you entered is incorrect. Try again.</p>';
   } else if (err && err.name === 'AbortedError') {
-    message = '<p class="error" role="alert">The sign-in request was cancelled.</p>';
+    // oidc-provider's answer to the confirm form's "Deny" (its `abort` field): the device now gets access_denied.
+    message = '<p class="error" role="alert">Sign-in denied. The device will not be signed in.</p>';
   } else if (err) {
     message = '<p class="error" role="alert">There was an error processing your request.</p>';
   }
@@ -55,7 +56,7 @@ Check that this code is shown on your device:</p>
 <p><code>${escapeHtml(userCode)}</code></p>
 ${form}
 <button type="submit" form="op.deviceConfirmForm">Continue</button>
-<button type="submit" form="op.deviceConfirmForm" name="abort" value="yes">Abort</button>`);
+<button type="submit" form="op.deviceConfirmForm" name="abort" value="yes">Deny</button>`);
 }
 
 export function deviceSuccessPage(clientId) {

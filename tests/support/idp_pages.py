@@ -99,6 +99,18 @@ def approve_device(verification_uri_complete: str, username: str, password: str)
         raise IdPPageError(f"device sign-in did not succeed: {_describe(done)}")
 
 
+def deny_device(verification_uri_complete: str) -> None:
+    """Refuse the device code shown in `verification_uri_complete` on the confirm page; no sign-in needed."""
+    session = requests.Session()
+    confirm = _submit(session, session.get(verification_uri_complete, allow_redirects=False))
+    if "op.deviceConfirmForm" not in confirm.text:
+        raise IdPPageError(f"expected the device confirmation page: {_describe(confirm)}")
+    # The Deny button submits the confirm form with oidc-provider's `abort` field.
+    denied = _walk(session, _submit(session, confirm, abort="yes"))
+    if "Sign-in denied" not in denied.text:
+        raise IdPPageError(f"device sign-in was not denied: {_describe(denied)}")
+
+
 def logout(end_session_url: str, session: requests.Session) -> str:
     """Confirm RP-initiated logout at `end_session_url`; return the redirect Location (post_logout_redirect_uri)."""
     done = _walk(session, _submit(session, session.get(end_session_url, allow_redirects=False)))
