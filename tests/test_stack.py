@@ -75,7 +75,9 @@ def test_expired_token_is_refused(make_stack):
     short = make_stack(env={"IDP_ACCESS_TOKEN_TTL": "2", "STACK_GATE_LEEWAY": "1"}, name="short-access")
     token = user_tokens(short, "bob")["access_token"]
     assert _search(short, token).status_code == 200
-    time.sleep(3.5)
+    expires = jwt.decode(token, JsonWebKey.import_key_set(requests.get(_jwks_uri(short), timeout=10).json()))["exp"]
+    # The gate compares whole seconds: expired once int(now) is past exp + leeway (1 s here).
+    time.sleep(max(0.0, expires + 1 + 1.2 - time.time()))
     body = _assert_unauthenticated(_search(short, token))
     assert "expired" in body["message"].lower()
 
