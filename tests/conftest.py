@@ -147,3 +147,13 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     return home
+
+
+@pytest.fixture
+def kernel_env(stack, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What the demo's JupyterLab passes to kernels (where MLflow and the IdP are); returns the token cache folder."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
+    monkeypatch.setenv("MLFLOW_OIDC_ISSUER", stack.issuer)
+    monkeypatch.setenv("MLFLOW_OIDC_CLIENT_ID", stack.endpoints["clients"]["jupyter"]["client_id"])
+    monkeypatch.setenv("MLFLOW_OIDC_AUDIENCE", stack.endpoints["audience"])
+    return isolated_home / ".cache" / "mlflow-oidc"

@@ -59,16 +59,6 @@ class Terminal:
 
 
 @pytest.fixture
-def kernel_env(stack, isolated_home, monkeypatch):
-    """What the demo's JupyterLab passes to kernels: where MLflow and the IdP are."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
-    monkeypatch.setenv("MLFLOW_OIDC_ISSUER", stack.issuer)
-    monkeypatch.setenv("MLFLOW_OIDC_CLIENT_ID", stack.endpoints["clients"]["jupyter"]["client_id"])
-    monkeypatch.setenv("MLFLOW_OIDC_AUDIENCE", stack.endpoints["audience"])
-    return isolated_home
-
-
-@pytest.fixture
 def shell(kernel_env, monkeypatch, stack):
     """A real IPython shell with the extension loaded; stdout is a terminal that approves prompts as bob."""
     ip = InteractiveShell.instance()
@@ -103,7 +93,7 @@ def test_browser_flow_signs_in_through_a_loopback_redirect(shell):
 
 def test_a_cached_valid_session_is_reused_without_prompting(shell, stack, kernel_env):
     # As if `mlflow-oidc login` ran in a terminal before: the same issuer, client and cache.
-    earlier = Session(settings_for(stack, kernel_env / ".cache" / "mlflow-oidc"), background_refresh=False)
+    earlier = Session(settings_for(stack, kernel_env), background_refresh=False)
     device_sign_in(earlier, stack, "alice")
 
     started = time.monotonic()
@@ -127,7 +117,7 @@ def test_whoami_shows_user_roles_and_expiries_never_a_token(shell, kernel_env):
     assert re.search(r"Roles:\s+Default", text)
     assert re.search(r"Access token expires in:\s+\d+ (min|s)", text)
     assert "Session expires in:" in text
-    tokens = TokenCache(kernel_env / ".cache" / "mlflow-oidc")
+    tokens = TokenCache(kernel_env)
     stored = tokens.load(tokens.current_key(peek_default_session().settings.issuer, "jupyter"))
     for secret in (stored.access_token, stored.refresh_token, stored.id_token):
         assert secret[:20] not in text

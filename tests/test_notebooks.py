@@ -25,16 +25,6 @@ DEVICE_HREF = re.compile(r'href="([^"]*user_code=[^"]*)"')
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def kernel_env(stack, isolated_home, monkeypatch):
-    """What JupyterLab passes to kernels (they inherit this process's environment)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.mlflow_url)
-    monkeypatch.setenv("MLFLOW_OIDC_ISSUER", stack.issuer)
-    monkeypatch.setenv("MLFLOW_OIDC_CLIENT_ID", stack.endpoints["clients"]["jupyter"]["client_id"])
-    monkeypatch.setenv("MLFLOW_OIDC_AUDIENCE", stack.endpoints["audience"])
-    return isolated_home / ".cache" / "mlflow-oidc"
-
-
 class DeviceApprover(threading.Thread):
     """Watches the widget state the kernel sends (as a frontend would) and approves the device code it shows."""
 
