@@ -447,8 +447,26 @@ DELETE_ENDPOINTS = [
     ("POST", "/api/3.0/mlflow/datasets/d-1/remove-experiments"),
     ("POST", "/ajax-api/3.0/mlflow/review-queues/delete"),
     ("POST", "/ajax-api/3.0/mlflow/review-queues/items/remove"),
-    ("POST", "/api/4.0/mlflow/something-new/bulk-delete"),  # a route MLflow might add later
-    ("POST", "/mlflow-prefix/api/2.0/mlflow/runs/delete"),  # --static-prefix
+    ("DELETE", "/api/3.0/mlflow/mcp-servers/srv/aliases/prod"),
+    ("DELETE", "/ajax-api/3.0/mlflow/gateway/endpoints/bindings/delete"),
+]
+
+# Destructive without saying "delete": restoring what an Admin deleted, renames that free a name, uploads past MLflow.
+ADMIN_ONLY = [
+    ("POST", "/api/2.0/mlflow/experiments/restore", "restore deleted objects"),
+    ("POST", "/ajax-api/2.0/mlflow/runs/restore", "restore deleted objects"),
+    ("POST", "/api/2.0/mlflow/registered-models/rename", "rename experiments and registered models"),
+    ("POST", "/ajax-api/2.0/mlflow/experiments/update", "rename experiments and registered models"),
+    ("POST", "/api/2.0/mlflow/artifacts/presigned-upload-url", "upload past the tracking server"),
+]
+
+# Paths that are none of MLflow's routes (a route a later MLflow might add; MLflow under a --static-prefix the gate
+# was not told about): fail closed, Admin only.
+UNKNOWN_ROUTES = [
+    ("POST", "/api/4.0/mlflow/something-new/bulk-delete"),
+    ("POST", "/mlflow-prefix/api/2.0/mlflow/runs/delete"),
+    ("GET", "/api/2.0/mlflow/experiments/search;jsessionid=1"),
+    ("PUT", "/api/2.0/mlflow/runs/log-metric"),  # a real path, not with this method
 ]
 
 # Spellings of POST /api/2.0/mlflow/experiments/delete that uvicorn/werkzeug may route the same way.
@@ -482,6 +500,19 @@ ALLOWED_FOR_DEFAULT = [
     ("GET", "/get-artifact?path=delete.txt&run_uuid=r1"),
     ("POST", "/graphql"),
     ("GET", "/"),
+    # Model aliases: reading and setting one is ordinary use; deleting one needs Admin (DELETE_ENDPOINTS).
+    ("GET", "/api/2.0/mlflow/registered-models/alias?name=m&alias=champion"),
+    ("POST", "/api/2.0/mlflow/registered-models/alias"),
+    ("POST", "/ajax-api/2.0/mlflow/registered-models/alias"),
+    # Names users choose are route parameters, never routes.
+    ("POST", "/gateway/remove-pii/mlflow/invocations"),
+    ("POST", "/gateway/proxy/delete-bot/v1/chat"),
+    ("GET", "/ajax-api/3.0/mlflow/mcp-servers/purge-helper"),
+    ("GET", "/api/3.0/mlflow/mcp-servers/delete-me/versions/1"),
+    ("GET", "/api/2.0/mlflow/logged-models/m-delete"),
+    ("PATCH", "/api/2.0/mlflow/logged-models/m-remove/tags"),
+    ("POST", "/api/2.0/mlflow/runs/update"),  # run names are labels: renaming a run is ordinary use
+    ("GET", "/static-files/static/js/delete-dialog.js"),
 ]
 
 
@@ -496,6 +527,27 @@ def test_default_user_cannot_call_delete_endpoints(proxy: Proxy, upstream: Upstr
         "message": "role Admin required to delete (user bob has Default)",
     }
     assert len(upstream.requests) == before
+
+
+@pytest.mark.parametrize(("method", "path", "action"), ADMIN_ONLY)
+def test_default_user_cannot_restore_rename_or_upload_past_mlflow(
+    proxy: Proxy, upstream: Upstream, bob: str, method: str, path: str, action: str
+) -> None:
+    before = len(upstream.requests)
+    response, data = proxy.raw(method, path, bob, body=b"{}")
+    assert response.status == 403
+    assert json.loads(data)["message"] == f"role Admin required to {action} (user bob has Default)"
+    assert len(upstream.requests) == before
+
+
+@pytest.mark.parametrize(("method", "path"), UNKNOWN_ROUTES)
+def test_routes_unknown_to_the_policy_need_admin(proxy: Proxy, bob: str, alice: str, method: str, path: str) -> None:
+    response, data = proxy.raw(method, path, bob, body=b"{}")
+    assert response.status == 403
+    assert json.loads(data)["message"] == (
+        "role Admin required to call a route this policy does not know (user bob has Default)"
+    )
+    assert proxy.raw(method, path, alice, body=b"{}")[0].status == 200
 
 
 @pytest.mark.parametrize("path", PATH_TRICKS)
@@ -529,7 +581,10 @@ def test_default_user_may_use_the_rest_of_the_api(proxy: Proxy, bob: str, method
     assert response.status == 200
 
 
-@pytest.mark.parametrize(("method", "path"), DELETE_ENDPOINTS[:6] + [("POST", p) for p in PATH_TRICKS[:4]])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    DELETE_ENDPOINTS[:6] + [("POST", p) for p in PATH_TRICKS[:4]] + [(m, p) for m, p, _ in ADMIN_ONLY[:3]],
+)
 def test_admin_may_delete(proxy: Proxy, alice: str, method: str, path: str) -> None:
     response, _ = proxy.raw(method, path, alice, body=b"{}")
     assert response.status == 200

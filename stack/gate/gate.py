@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -51,8 +52,12 @@ class CheckHandler(tornado.web.RequestHandler):
         if not decision.allowed:
             return self._deny(403, user, method, uri, decision.reason, decision.rule)
         self.set_status(204)
+        # nginx hands these to MLflow (X-Forwarded-*), whose server side writes them into run tags.
         self.set_header("X-Auth-User", user)
         self.set_header("X-Auth-Roles", ",".join(safe_text(r, 60).replace(",", "?") for r in roles))
+        self.set_header("X-Auth-Subject", safe_text(claims.get("sub", ""), 255))
+        self.set_header("X-Auth-Issuer", safe_text(claims["iss"], 255))
+        self.set_header("X-Auth-Permissions", ",".join(self.policy.permissions(roles)))
 
     def _deny(self, status: int, user: str, method: str, uri: str, reason: str, rule: str = "") -> None:
         reason = safe_text(reason, 300)
@@ -67,6 +72,8 @@ class CheckHandler(tornado.web.RequestHandler):
         )
         self.set_status(status)
         self.set_header("X-Auth-Error", reason)
+        if user != "-":  # a verified user who was refused: the access log names them
+            self.set_header("X-Auth-User", user)
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -115,6 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--issuer", required=True, help="expected iss; discovery at <issuer>/.well-known/...")
     p.add_argument("--audience", default="mlflow", help="expected aud (string, or member of the aud list)")
     p.add_argument("--policy", default=str(Path(__file__).with_name("policy.yaml")))
+    p.add_argument("--static-prefix", default="", help="MLflow's --static-prefix, if it runs under one")
     p.add_argument("--jwks-uri", help="skip discovery and load keys from this URL")
     p.add_argument("--leeway", type=int, default=30, help="clock skew allowed for exp/nbf/iat (seconds)")
     p.add_argument("--jwks-min-refetch", type=float, default=10.0, help="min seconds between unknown-kid refetches")
@@ -123,8 +131,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _warn_if_mlflow_differs(policy: Policy) -> None:
+    """Where MLflow is installed beside the gate (the local stack), say when its version is not the table's."""
+    try:
+        installed = importlib.metadata.version("mlflow")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    if installed != policy.routes.mlflow_version:
+        log.warning(
+            "the policy's route table is MLflow %s's, installed is MLflow %s: run stack/gate/routes.py --write and "
+            "review policy.yaml (routes the table does not know need %s)",
+            policy.routes.mlflow_version,
+            installed,
+            " or ".join(policy.unknown_roles),
+        )
+
+
 async def serve(args: argparse.Namespace) -> None:
-    policy = Policy.load(args.policy)
+    policy = Policy.load(args.policy, args.static_prefix)
+    _warn_if_mlflow_differs(policy)
     keys = JwksCache(args.issuer, args.jwks_uri, args.jwks_min_refetch, ca_file=args.ca_file)
     validator = TokenValidator(keys, args.audience, args.leeway)
     server = make_app(validator, policy).listen(args.port, address=args.host, xheaders=False)

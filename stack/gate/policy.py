@@ -1,4 +1,4 @@
-"""Authorization policy of the gate: roles from claims, first-match rules on method and normalized path."""
+"""Authorization policy of the gate: roles from claims; MLflow's route table names the handler, rules name roles."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
+from routes import ROUTES_FILE, RouteTable
+
+HERE = Path(__file__).resolve().parent
 
 _UNSAFE = re.compile(r"[^\x21-\x7e ]|[\"\\]")
 _MAX_DECODE_ROUNDS = 5
@@ -22,14 +25,12 @@ def safe_text(value: object, limit: int = 200) -> str:
 
 @dataclass(frozen=True)
 class Rule:
+    """Who may call the routes whose MLflow handler the pattern names (matched against the whole handler name)."""
+
     name: str
     action: str
-    methods: frozenset[str]  # empty = any method
-    path: re.Pattern[str]
+    handlers: re.Pattern[str]
     roles: tuple[str, ...]
-
-    def matches(self, method: str, path: str) -> bool:
-        return (not self.methods or method in self.methods) and self.path.search(path) is not None
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,25 @@ class Policy:
     roles_claims: tuple[str, ...]
     username_claims: tuple[str, ...]
     rules: tuple[Rule, ...]
-    default_roles: tuple[str, ...]
-    default_action: str
+    routes: RouteTable
+    unknown_roles: tuple[str, ...]
+    unknown_action: str
+    # Decided inside MLflow (stack/mlflow-identity), which sees what the gate cannot, e.g. whether an artifact exists.
+    server_permissions: dict[str, tuple[str, ...]]
 
     @classmethod
-    def load(cls, path: str | Path) -> Policy:
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+    def load(cls, path: str | Path, static_prefix: str = "") -> Policy:
+        path = Path(path)
+        doc = yaml.safe_load(path.read_text())
+        name = str(doc.get("routes", ROUTES_FILE.name))
+        # Next to the policy, else the gate's own copy (a mounted policy in the container names the shipped table).
+        routes_file = next((p for p in (path.parent / name, ROUTES_FILE.parent / name) if p.is_file()), None)
+        if routes_file is None:
+            raise FileNotFoundError(f"route table {name!r} named by {path} not found next to it or in {HERE}")
+        return cls.from_dict(doc, RouteTable.load(routes_file, static_prefix))
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> Policy:
+    def from_dict(cls, doc: dict[str, Any], routes: RouteTable) -> Policy:
         roles_claims = doc.get("roles_claim", "roles")
         if isinstance(roles_claims, str):
             roles_claims = [roles_claims]
@@ -60,20 +71,20 @@ class Policy:
             Rule(
                 name=str(r["name"]),
                 action=str(r.get("action", "do this")),
-                methods=frozenset(m.upper() for m in r.get("methods", []) if m != "*"),
-                # Paths are normalized to lower case, so patterns are too: one spelling, no surprises.
-                path=re.compile(str(r.get("path", "")), re.IGNORECASE),
+                handlers=re.compile("|".join(f"(?:{h})" for h in r["handlers"])),
                 roles=tuple(r["roles"]),
             )
             for r in doc.get("rules", [])
         )
-        default = doc.get("default", {})
+        unknown = doc.get("unknown_routes", {})
         return cls(
             roles_claims=tuple(roles_claims),
             username_claims=tuple(doc.get("username_claims", ["preferred_username", "email", "sub"])),
             rules=rules,
-            default_roles=tuple(default.get("roles", ["Admin", "Default"])),
-            default_action=str(default.get("action", "use MLflow")),
+            routes=routes,
+            unknown_roles=tuple(unknown.get("roles", ["Admin"])),
+            unknown_action=str(unknown.get("action", "call a route this policy does not know")),
+            server_permissions={str(k): tuple(v) for k, v in (doc.get("server_permissions") or {}).items()},
         )
 
     def roles(self, claims: dict[str, Any]) -> list[str]:
@@ -94,19 +105,33 @@ class Policy:
                 return value
         return "unknown"
 
+    def permissions(self, roles: list[str]) -> list[str]:
+        """The server-side permissions (e.g. overwrite-artifacts) any of these roles grants."""
+        return [name for name, needed in self.server_permissions.items() if any(r in needed for r in roles)]
+
+    def rule_for(self, handler: str) -> Rule | None:
+        return next((r for r in self.rules if r.handlers.fullmatch(handler)), None)
+
     def decide(self, method: str, uri: str, user: str, roles: list[str]) -> Decision:
-        """Allow only if every plausible reading of the path is allowed (the strictest one wins)."""
+        """Allow only if every route of every plausible reading of the path is allowed (the strictest one wins).
+
+        A reading that is none of MLflow's routes, or a route whose handler no rule names, needs the unknown-route
+        roles: MLflow answers such a path 404 today, and a newer MLflow may answer it with anything.
+        """
         method = method.upper()
+        decision = Decision(True, "")
         for path in interpretations(uri):
-            decision = self._decide_one(method, path, user, roles)
-            if not decision.allowed:
-                return decision
+            routes = self.routes.match(method, path)
+            rules = [self.rule_for(route.handler) for route in routes] or [None]
+            for rule in rules:
+                decision = self._decide_one(rule, user, roles)
+                if not decision.allowed:
+                    return decision
         return Decision(True, decision.rule)
 
-    def _decide_one(self, method: str, path: str, user: str, roles: list[str]) -> Decision:
-        rule = next((r for r in self.rules if r.matches(method, path)), None)
+    def _decide_one(self, rule: Rule | None, user: str, roles: list[str]) -> Decision:
         required, action, name = (
-            (rule.roles, rule.action, rule.name) if rule else (self.default_roles, self.default_action, "default")
+            (rule.roles, rule.action, rule.name) if rule else (self.unknown_roles, self.unknown_action, "unknown-route")
         )
         if any(role in required for role in roles):
             return Decision(True, name)

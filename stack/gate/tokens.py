@@ -7,33 +7,36 @@ import hashlib
 import json
 import logging
 import time
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import authlib.deprecate  # noqa: F401  (installs its "always" filter first, so ours below wins)
+from joserfc import jwt
+from joserfc.errors import (
+    BadSignatureError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidTokenError,
+    JoseError,
+    MissingClaimError,
+)
+from joserfc.jwk import KeySet
+from joserfc.jws import extract_compact
+from joserfc.jwt import JWTClaimsRegistry
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-
-with warnings.catch_warnings():
-    # authlib.jose is the team's JOSE library; its successor (joserfc) is a later migration.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from authlib.jose import JsonWebKey, JsonWebToken, KeySet
-    from authlib.jose.errors import (
-        BadSignatureError,
-        DecodeError,
-        ExpiredTokenError,
-        InvalidClaimError,
-        InvalidTokenError,
-        JoseError,
-        MissingClaimError,
-        UnsupportedAlgorithmError,
-    )
 
 log = logging.getLogger("gate.tokens")
 
-ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256")
-_CLAIM_ERRORS = {"iss": "wrong issuer", "aud": "wrong audience", "exp": "token expired"}
+#: The package's allow-list (mlflow_oidc_jupyter/oidc/provider.py; a test keeps the two equal): asymmetric only,
+#: never `none`, never HMAC (a public key must not become a shared secret). The gate image does not ship the package.
+ALLOWED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+_CLAIM_ERRORS = {
+    "iss": "wrong issuer",
+    "aud": "wrong audience",
+    "exp": "token expired",
+    "nbf": "token not yet valid",
+    "iat": "token not yet valid",
+}
 
 
 class TokenRejected(Exception):
@@ -94,7 +97,7 @@ class JwksCache:
         if len(candidates) > 1:
             raise TokenRejected("token has no key id")
         key = candidates[0]
-        key_alg = key.tokens.get("alg")
+        key_alg = key.alg
         if key_alg and key_alg != header.get("alg"):
             raise TokenRejected("algorithm does not match key")
         return key
@@ -123,7 +126,10 @@ class JwksCache:
         keys = [k for k in doc.get("keys", []) if k.get("use", "sig") == "sig" and k.get("kty") in ("RSA", "EC")]
         # Private parts, if an IdP ever publishes them, are never needed to verify.
         public = [{n: v for n, v in k.items() if n not in ("d", "p", "q", "dp", "dq", "qi")} for k in keys]
-        self._keys = JsonWebKey.import_key_set({"keys": public})
+        try:
+            self._keys = KeySet.import_key_set({"keys": public})  # type: ignore[typeddict-item]
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise KeysUnavailable(f"the issuer's JWKS at {jwks_uri} is invalid: {type(exc).__name__}") from None
         self._kids = frozenset(k.kid for k in self._keys.keys)
         self.fetches += 1
         log.info("loaded %d signing key(s) from %s", len(public), jwks_uri)
@@ -144,14 +150,14 @@ class TokenValidator:
         self.keys = keys
         self.audience = audience
         self.leeway = leeway
-        self._jwt = JsonWebToken(list(ALLOWED_ALGORITHMS))
         self._verdicts: OrderedDict[bytes, Verdict] = OrderedDict()
         self._cache_size = cache_size
-        self._claims_options = {
-            "iss": {"essential": True, "value": keys.issuer},
-            "aud": {"essential": True, "value": audience},
-            "exp": {"essential": True},
-        }
+        self._claims = JWTClaimsRegistry(
+            leeway=leeway,
+            iss={"essential": True, "value": keys.issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+        )
 
     async def validate(self, token: str) -> dict[str, Any]:
         digest = hashlib.sha256(token.encode()).digest()
@@ -182,34 +188,34 @@ class TokenValidator:
                 raise
 
     def _verify(self, token: str) -> Verdict:
-        header: dict[str, Any] = {}
-
-        def key(hdr: dict[str, Any], _payload: Any) -> Any:
-            header.update(hdr)
-            return self.keys.key_for(hdr)
-
         try:
-            claims = self._jwt.decode(token, key, claims_options=self._claims_options)
-            missing = [name for name in self._claims_options if name not in claims]
-            if missing:
-                raise TokenRejected(f"missing claim {missing[0]}")
-            claims.validate(leeway=self.leeway)
-        except (TokenRejected, KeysUnavailable, _UnknownKid):
-            raise
+            header = extract_compact(token.encode()).headers()
+        except (JoseError, ValueError, TypeError):
+            raise TokenRejected("malformed token") from None
+        if header.get("alg") not in ALLOWED_ALGORITHMS:
+            raise TokenRejected("algorithm not allowed")
+        key = self.keys.key_for(header)
+        try:
+            claims = jwt.decode(token, key, algorithms=list(ALLOWED_ALGORITHMS)).claims
+        except BadSignatureError:
+            raise TokenRejected("invalid signature") from None
+        except (JoseError, ValueError, TypeError, KeyError):
+            raise TokenRejected("malformed token") from None
+        for name in ("iss", "aud", "exp"):
+            if name not in claims:
+                raise TokenRejected(f"missing claim {name}")
+        try:
+            self._claims.validate(claims)
         except ExpiredTokenError:
             raise TokenRejected("token expired") from None
         except InvalidClaimError as exc:
-            raise TokenRejected(_CLAIM_ERRORS.get(exc.claim_name, f"invalid claim {exc.claim_name}")) from None
+            raise TokenRejected(_CLAIM_ERRORS.get(str(exc.claim), f"invalid claim {exc.claim}")) from None
         except MissingClaimError:
             raise TokenRejected("missing claim") from None
         except InvalidTokenError:
             raise TokenRejected("token not yet valid") from None
-        except UnsupportedAlgorithmError:
-            raise TokenRejected("algorithm not allowed") from None
-        except BadSignatureError:
-            raise TokenRejected("invalid signature") from None
-        except DecodeError:
-            raise TokenRejected("malformed token") from None
-        except (JoseError, ValueError, TypeError, KeyError):
+        except (JoseError, ValueError, TypeError):
             raise TokenRejected("invalid token") from None
+        if not isinstance(claims.get("exp"), (int, float)):
+            raise TokenRejected("invalid claim exp")
         return Verdict(dict(claims), header.get("kid"), float(claims["exp"]))
