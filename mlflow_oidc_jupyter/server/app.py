@@ -16,6 +16,8 @@ from ..errors import ConfigError, OIDCError
 from ..oidc.session import Session
 from ..settings import Settings
 from . import broker
+from .feed import SessionFeed
+from .overlay import SCRIPT_ROUTE, OverlayScriptHandler
 from .proxy import ProxyHandler, SlashRedirectHandler
 from .signin import CallbackHandler, LoginHandler, LogoutHandler, PendingSignIns, StatusHandler
 
@@ -99,6 +101,9 @@ class MLflowOIDC(ExtensionApp):
         except OIDCError as exc:
             self.config_problem = str(exc)
             self.log.warning("MLflow UI at /%s/ is not configured: %s", self.prefix, exc)
+        self.feed = SessionFeed(self.session)
+        #: Where browsers reach this server (scheme://host), as last seen on a signed-in request: links for kernels.
+        self.browser_origin: str | None = None
         self.http_client = AsyncHTTPClient(
             force_instance=True, max_clients=64, max_body_size=MAX_BODY_SIZE, max_buffer_size=64 << 20
         )
@@ -134,6 +139,7 @@ class MLflowOIDC(ExtensionApp):
                 (rf"/{p}/oauth/logout", LogoutHandler, context),
                 (rf"/{p}/oauth/status", StatusHandler, context),
                 (rf"/{p}/oauth/broker", broker.BrokerHandler, context),
+                (rf"/{p}/{SCRIPT_ROUTE}", OverlayScriptHandler, context),
                 (rf"/{p}/(.*)", ProxyHandler, context),
             ]
         )
@@ -150,6 +156,7 @@ class MLflowOIDC(ExtensionApp):
             self.log.info("MLflow UI: resumed the sign-in of %s", identity.username if identity else "?")
 
     async def stop_extension(self) -> None:
+        self.feed.close()
         if self.session is not None:
             self.session.close()
         self.http_client.close()

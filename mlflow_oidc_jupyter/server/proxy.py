@@ -13,7 +13,7 @@ from tornado import httputil, web
 from tornado.httpclient import HTTPRequest, HTTPResponse
 
 from ..errors import LoginRequired, OIDCError
-from . import forwarding, pages
+from . import forwarding, overlay, pages
 
 #: Request body chunks (64 KiB each from tornado) held between browser and upstream: back-pressure beyond this.
 BODY_QUEUE_CHUNKS = 16
@@ -183,7 +183,7 @@ class ProxyHandler(_MLflowHandler):
         query = forwarding.query_string(request.query)
         url = f"{self.ext.upstream}/{self._path}" + (f"?{query}" if query else "")
         headers = forwarding.request_headers(request.headers, token)
-        if forwarding.is_ui_script(self._path):
+        if forwarding.is_ui_script(self._path) or overlay.is_ui_index(self._path):
             headers["Accept-Encoding"] = "identity"  # rewritten below, so we need the plain text
         has_body = int(request.headers.get("Content-Length", "0") or 0) > 0 or "Transfer-Encoding" in request.headers
         body_producer: Any = None  # tornado's stub says Future; any awaitable works and flow control needs one
@@ -253,14 +253,18 @@ class ProxyHandler(_MLflowHandler):
         if is_navigation(self.request) and (code in (401, 403) or code >= 500):
             self._mode = "page"
             return
-        if code == 200 and forwarding.is_ui_script(self._path) and "Content-Encoding" not in self._upstream_headers:
+        plain = "Content-Encoding" not in self._upstream_headers
+        if code == 200 and forwarding.is_ui_script(self._path) and plain:
             self._mode = "rewrite"
+        elif code == 200 and overlay.is_ui_index(self._path) and plain and self.request.method == "GET":
+            if "text/html" in self._upstream_headers.get("Content-Type", ""):
+                self._mode = "inject"  # the identity chip and the 401 banner join the UI
         self.clear_header("Content-Type")
         self.set_status(code, self._upstream_status.reason or None)
         seen: set[str] = set()
         for name, value in forwarding.response_headers(self._upstream_headers):
             lowered = name.lower()
-            if lowered == "content-length" and self._mode == "rewrite":
+            if lowered == "content-length" and self._mode in ("rewrite", "inject"):
                 continue
             if lowered == "location":
                 value = forwarding.rewrite_location(value, self.ext.upstream, self.ext.ui_path)
@@ -274,7 +278,7 @@ class ProxyHandler(_MLflowHandler):
         if self._mode == "stream":
             self.write(chunk)
             await self.flush()  # one flush at a time: tornado waits for it before reading more from upstream
-        elif self._mode == "rewrite":
+        elif self._mode in ("rewrite", "inject"):
             self._hold(chunk)
             if self._held_size > MAX_REWRITE:
                 self._mode = "stream"
@@ -312,6 +316,8 @@ class ProxyHandler(_MLflowHandler):
             self._error_page(self._upstream_status.code)
         elif self._mode == "rewrite":
             self.finish(forwarding.rewrite_ui_script(b"".join(self._held)))
+        elif self._mode == "inject":
+            self.finish(overlay.inject(b"".join(self._held), self.ext.public_path(overlay.SCRIPT_ROUTE)))
         elif not self._finished:
             self.finish()
 

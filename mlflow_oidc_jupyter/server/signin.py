@@ -80,6 +80,10 @@ class LoginHandler(_SignInHandler):
         if session is None:
             return
         next_path = safe_next(self.ext, self.get_argument("next", None))
+        if self.get_argument("reuse", "") and session.identity is not None:
+            # The launcher's way in: signed in already, so straight to the page; else straight to the provider.
+            self.redirect(next_path)
+            return
         try:
             pending = await asyncio.to_thread(session.start_login, self.callback_uri())
         except OIDCError as exc:
@@ -166,14 +170,31 @@ class LogoutHandler(_SignInHandler):
             self.log.warning("MLflow UI: sign-out at the provider failed: %s", exc)
             end_session_url = None
         self.log.info("MLflow UI: signed out")
+        if not is_navigation(self.request) and "application/json" in self.request.headers.get("Accept", ""):
+            # JupyterLab's sign-out command: it offers the provider's sign-out itself (a click opens it).
+            self.set_header("Cache-Control", "no-store")
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"signed_out": True, "end_session_url": end_session_url}))
+            return
         self.redirect(end_session_url or back)
 
 
 class StatusHandler(_SignInHandler):
-    """Who is signed in (never a token): JSON for the launcher and scripts, a small page for people."""
+    """Who is signed in (never a token): JSON for JupyterLab, the UI overlay and scripts, a small page for people.
+
+    `?since=<version>&wait=<seconds>` is a long poll: the answer comes when the session changed from that version
+    (or after the wait), so browsers show sign-ins, sign-outs and ended sessions as they happen.
+    """
 
     @web.authenticated
-    def get(self) -> None:
+    async def get(self) -> None:
+        self.ext.browser_origin = self.origin()
+        since = self.get_argument("since", None)
+        if since is not None:
+            try:
+                await self.ext.feed.wait(int(since), float(self.get_argument("wait", "0")))
+            except ValueError:
+                raise web.HTTPError(400, "since and wait must be numbers") from None
         session = self.ext.session
         snapshot = session.snapshot() if session is not None else None
         # Holding tokens is what counts: an abandoned second sign-in leaves the state "signing_in", tokens valid.
@@ -186,16 +207,27 @@ class StatusHandler(_SignInHandler):
                 self.finish(pages.signed_in(identity.username, self.ext.ui_path))
             return
         self.set_header("Content-Type", "application/json")
-        self.finish(
-            json.dumps(
-                {
-                    "configured": session is not None,
-                    "signed_in": identity is not None,
-                    "username": identity.username if identity else None,
-                    "state": snapshot.state.value if snapshot else None,
-                    "login_url": self.login_url(),
-                    "logout_url": self.ext.public_path("oauth", "logout"),
-                    "ui_url": self.ext.ui_path,
-                }
-            )
-        )
+        self.finish(json.dumps(status_body(self.ext, snapshot, identity, self.login_url())))
+
+
+def status_body(ext: Any, snapshot: Any, identity: Any, login_url: str) -> dict[str, Any]:
+    """The status as JSON: state, user, roles, expiries, and the change version to wait on."""
+    signed_in = identity is not None
+    state = snapshot.state.value if snapshot else None
+    if signed_in and state in ("signed_out", "signing_in"):
+        state = "signed_in"  # a second sign-in was started and abandoned: the tokens still serve
+    return {
+        "configured": ext.session is not None,
+        "signed_in": signed_in,
+        "username": identity.username if identity else None,
+        "roles": list(identity.roles) if identity else [],
+        "state": state,
+        "message": snapshot.message if snapshot else ext.config_problem,
+        "access_expires_at": snapshot.access_expires_at if snapshot and signed_in else None,
+        "session_expires_at": snapshot.refresh_expires_at if snapshot and signed_in else None,
+        "version": ext.feed.version,
+        "now": time.time(),
+        "login_url": login_url,
+        "logout_url": ext.public_path("oauth", "logout"),
+        "ui_url": ext.ui_path,
+    }
