@@ -18,9 +18,6 @@ import html
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,12 +29,10 @@ from pathlib import Path
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "stack"))
-sys.path.insert(0, str(ROOT))
-from localstack import LocalStack  # noqa: E402
-
-from tests.support.idp_pages import authorize  # noqa: E402
+from stack.jupyter import JupyterProcess, extension_args, isolated_env, jupyter_argv
+from stack.localstack import LocalStack
+from stack.ports import free_port
+from tests.support.idp_pages import authorize
 
 CHUNK = 1 << 20
 PEER = "mlflow-peer"  # jupyter-server-proxy's named proxy, at {base_url}mlflow-peer/
@@ -55,12 +50,6 @@ class Download:
     peak_mib: float
     seconds: float
     detail: str = ""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _blocks(mib: int) -> Iterator[bytes]:
@@ -145,14 +134,11 @@ def _download(url: str, token: str, mib: int, expected: str, pid: int) -> Downlo
     )
 
 
-class Jupyter:
+class Jupyter(JupyterProcess):
     """One `jupyter server` with our extension and jupyter-server-proxy, in its own process group."""
 
     def __init__(self, workdir: Path, endpoints: dict) -> None:
-        self.port = _free_port()
-        self.token = os.urandom(16).hex()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = workdir / "jupyter.log"
+        port, token = free_port(), os.urandom(16).hex()
         home, config, root = workdir / "home", workdir / "config", workdir / "root"
         for folder in (home, config, root):
             folder.mkdir()
@@ -166,46 +152,19 @@ class Jupyter:
             "c = get_config()  # noqa: F821\n"
             f"c.ServerApp.jpserver_extensions = {extensions!r}\nc.ServerProxy.servers = {servers!r}\n"
         )
-        # HOME and caches of its own: the sign-in lands in a throwaway token cache, never the user's.
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_OIDC_", "MLFLOW_TRACKING_", "JUPYTER"))
-        }
-        self.env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), XDG_CONFIG_HOME=str(home / ".config"),
-                        JUPYTER_CONFIG_PATH=str(config), JUPYTER_RUNTIME_DIR=str(workdir / "runtime"),
-                        MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")  # fmt: skip
-        self.argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
-                     f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-                     f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
-                     f"--MLflowOIDC.issuer={endpoints['issuer']}",
-                     f"--MLflowOIDC.upstream_url={endpoints['mlflow_url']}",
-                     f"--MLflowOIDC.client_id={endpoints['clients']['jupyter']['client_id']}",
-                     f"--MLflowOIDC.audience={endpoints['audience']}"]  # fmt: skip
-        if os.geteuid() == 0:
-            self.argv.append("--allow-root")
-        self.proc: subprocess.Popen | None = None
+        super().__init__(
+            jupyter_argv("jupyter_server", port=port, token=token, root_dir=root, extra=extension_args(endpoints)),
+            # HOME and caches of its own: the sign-in lands in a throwaway token cache, never the user's.
+            isolated_env(home, workdir / "runtime", JUPYTER_CONFIG_PATH=str(config)),
+            workdir / "jupyter.log",
+            f"http://127.0.0.1:{port}/",
+            token,
+        )
 
     def http(self) -> requests.Session:
         session = requests.Session()
         session.headers["Authorization"] = f"token {self.token}"
         return session
-
-    def start(self, timeout: float = 60.0) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env, start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter exited with {self.proc.returncode}:\n{self._log_tail()}")
-            try:
-                log = self.log_path.read_text(errors="replace")
-                hook_ran = "MLflow kernel broker at" in log or "MLflow UI at" in log  # our start hook
-                if hook_ran and self.http().get(self.url + "api/status", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"jupyter did not start within {timeout} s:\n{self._log_tail()}")
 
     def sign_in(self, password: str) -> None:
         """The server-side sign-in a browser would do, driven over HTTP through the IdP's login page."""
@@ -216,19 +175,6 @@ class Jupyter:
         done = http.get(authorize(start.headers["Location"], USER, password), allow_redirects=False, timeout=30)
         if done.status_code != 302:
             raise RuntimeError(f"sign-in callback answered HTTP {done.status_code}")
-
-    def _log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)  # our own group (start_new_session)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
 
 
 def _cell(result: Download) -> str:

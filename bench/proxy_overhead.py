@@ -19,8 +19,7 @@ from pathlib import Path
 import psutil
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "stack"))
-from localstack import LocalStack  # noqa: E402
+from stack.localstack import LocalStack
 
 CHUNK = 1 << 20
 

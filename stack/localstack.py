@@ -8,19 +8,23 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_oidc_jupyter.files import write_private
+
+from .errors import StackError
+from .nginx.render import render_local
+from .ports import HOST, free_port, port_free
+from .processes import alive, record, spawn, stop_group
+from .waiting import wait_healthy
+
 STACK_DIR = Path(__file__).resolve().parent
 DEFAULT_RUN_DIR = STACK_DIR / ".run"
-HOST = "127.0.0.1"
 AUDIENCE = "mlflow"
 
 # Start order: the gate needs the IdP's JWKS; nginx needs the gate and MLflow.
@@ -34,10 +38,6 @@ DEMO_USERS = {
     "alice": {"password": "alice-wonderland", "roles": ["Admin"], "email": "alice@example.org", "name": "Alice Admin"},
     "bob": {"password": "bob-builder", "roles": ["Default"], "email": "bob@example.org", "name": "Bob Default"},
 }
-
-
-class StackError(RuntimeError):
-    """The stack could not be started, stopped or read; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -66,86 +66,6 @@ class Layout:
         return self.run_dir / "logs" / f"{component}.log"
 
 
-# ------------------------------------------------------------------------------------------ processes
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of a process, so a recycled PID is never mistaken for ours."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(entry: dict) -> bool:
-    """Whether the process we recorded still runs (not a zombie, not a recycled PID)."""
-    try:
-        fields = Path(f"/proc/{entry['pid']}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] != "Z" and fields[19] == entry.get("started")
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs; zombies (exited, not yet reaped) do not count."""
-    try:
-        os.waitpid(pgid, os.WNOHANG)  # reap the leader when it is our own child
-    except ChildProcessError:
-        pass
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _stop_entry(name: str, entry: dict, timeout: float = 15.0) -> None:
-    """End one component: its process group (led by the PID we started), TERM first, KILL if it lingers."""
-    pid = entry["pid"]
-    if not _alive(entry):
-        return
-    sig = signal.SIGQUIT if name == "nginx" else signal.SIGTERM  # SIGQUIT: nginx's graceful stop
-    os.killpg(pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _group_alive(pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _group_alive(pid):
-        time.sleep(0.05)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
 # ------------------------------------------------------------------------------------------ the stack
 
 
@@ -171,13 +91,11 @@ class LocalStack:
             return {"components": {}}
 
     def _write_state(self, state: dict) -> None:
-        tmp = self.layout.state.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, self.layout.state)
+        write_private(self.layout.state, json.dumps(state, indent=2))
 
     def running(self) -> dict[str, dict]:
         """Components whose recorded process is still alive."""
-        return {n: e for n, e in self._read_state()["components"].items() if _alive(e)}
+        return {n: e for n, e in self._read_state()["components"].items() if alive(e)}
 
     def endpoints(self) -> dict:
         try:
@@ -195,11 +113,11 @@ class LocalStack:
             elif self._env.get(PORT_ENV[name]):
                 ports[name] = int(self._env[PORT_ENV[name]])
             elif free_ports:
-                ports[name] = _free_port()
+                ports[name] = free_port()
             else:
                 ports[name] = DEFAULT_PORTS[name]
         for name, port in ports.items():
-            if not _port_free(port):
+            if not port_free(port):
                 raise StackError(
                     f"port {port} for {name} on {HOST} is taken by another process: stop it, set "
                     f"{PORT_ENV[name]}=<port>, or run `stack/run up --free-ports`"
@@ -212,7 +130,7 @@ class LocalStack:
             return json.loads(self.layout.secrets.read_text())
         except FileNotFoundError:
             values = {"ci-bot": secrets.token_urlsafe(32)}
-            _write_private(self.layout.secrets, json.dumps(values))
+            write_private(self.layout.secrets, json.dumps(values))
             return values
 
     def _write_config(self, ports: dict[str, int]) -> dict:
@@ -230,25 +148,15 @@ class LocalStack:
             "users": DEMO_USERS,
             "clients": clients,
         }
-        _write_private(self.layout.idp_config, json.dumps(idp_config, indent=2))
+        write_private(self.layout.idp_config, json.dumps(idp_config, indent=2))
 
-        sys.path.insert(0, str(STACK_DIR / "nginx"))
-        try:
-            from render import render  # type: ignore[import-not-found]
-        finally:
-            sys.path.pop(0)
-        nginx_dir = self.layout.run_dir / "nginx"
-        nginx_dir.mkdir(exist_ok=True)
-        values = {
-            "LISTEN": f"{HOST}:{ports['nginx']}",
-            "SERVER_NAME": HOST,
-            "MLFLOW_UPSTREAM": f"{HOST}:{ports['mlflow']}",
-            "GATE_UPSTREAM": f"{HOST}:{ports['gate']}",
-            "RUN_DIR": str(self.layout.run_dir),
-            "ACCESS_LOG": str(nginx_dir / "access.log"),
-        }
-        render(STACK_DIR / "nginx" / "mlflow-proxy.conf.template", nginx_dir / "mlflow-proxy.conf", **values)
-        render(STACK_DIR / "nginx" / "nginx-local.conf.template", nginx_dir / "nginx.conf", **values)
+        render_local(
+            self.layout.run_dir,
+            listen=f"{HOST}:{ports['nginx']}",
+            mlflow_upstream=f"{HOST}:{ports['mlflow']}",
+            gate_upstream=f"{HOST}:{ports['gate']}",
+            server_name=HOST,
+        )
 
         return {
             "issuer": issuer,
@@ -309,42 +217,21 @@ class LocalStack:
     def _launch(self, name: str, endpoints: dict) -> dict:
         argv, env = self._command(name, endpoints["ports"], endpoints["issuer"])
         log_path = self.layout.log(name)
-        log_path.parent.mkdir(exist_ok=True)
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, cwd=self.layout.run_dir, start_new_session=True,
-            )  # fmt: skip
-        entry = {"pid": proc.pid, "started": _start_time(proc.pid), "port": endpoints["ports"][name],
-                 "log": str(log_path)}  # fmt: skip
+        proc = spawn(argv, env, log_path, cwd=self.layout.run_dir)
+        entry = {**record(proc.pid), "port": endpoints["ports"][name], "log": str(log_path)}
         state = self._read_state()
         state["components"][name] = entry
         self._write_state(state)
         return entry
 
     def _wait_healthy(self, name: str, entry: dict, endpoints: dict) -> float:
-        url = self._health_url(name, endpoints)
-        expected = {401} if name == "nginx" else {200}
-        started = time.monotonic()
-        deadline = started + START_TIMEOUT[name]
-        while time.monotonic() < deadline:
-            if not _alive(entry):
-                raise StackError(
-                    f"{name} exited during start. Last lines of {entry['log']}:\n{_log_tail(Path(entry['log']))}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL we built)
-                    status = response.status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-            except (urllib.error.URLError, OSError):
-                status = None
-            if status in expected:
-                return time.monotonic() - started
-            time.sleep(0.1)
-        raise StackError(
-            f"{name} did not become healthy within {START_TIMEOUT[name]:.0f} s ({url}). "
-            f"Last lines of {entry['log']}:\n{_log_tail(Path(entry['log']))}"
+        return wait_healthy(
+            name,
+            self._health_url(name, endpoints),
+            running=lambda: alive(entry),
+            log_path=Path(entry["log"]),
+            timeout=START_TIMEOUT[name],
+            expected={401} if name == "nginx" else {200},
         )
 
     # ------------------------------------------------------------------ commands
@@ -374,7 +261,7 @@ class LocalStack:
             self.down()
             raise
         endpoints["started_in_seconds"] = round(time.monotonic() - began, 2)
-        _write_private(self.layout.endpoints, json.dumps(endpoints, indent=2))
+        write_private(self.layout.endpoints, json.dumps(endpoints, indent=2))
         self._say(f"stack up in {endpoints['started_in_seconds']} s ({self.layout.run_dir})")
         return endpoints
 
@@ -384,8 +271,8 @@ class LocalStack:
         stopped = []
         for name in reversed(COMPONENTS):
             entry = state["components"].get(name)
-            if entry and _alive(entry):
-                _stop_entry(name, entry)
+            if entry and alive(entry):
+                _stop(name, entry)
                 stopped.append(name)
         # The entries stay (their processes are gone): `status` and tests can still see what ran and where it logged.
         self.layout.endpoints.unlink(missing_ok=True)
@@ -398,7 +285,7 @@ class LocalStack:
         endpoints = self.endpoints()
         entry = self._read_state()["components"].get(name)
         if entry:
-            _stop_entry(name, entry)
+            _stop(name, entry)
         return self._wait_healthy(name, self._launch(name, endpoints), endpoints)
 
     def status(self) -> list[tuple[str, str, dict | None]]:
@@ -406,17 +293,13 @@ class LocalStack:
         rows = []
         for name in COMPONENTS:
             entry = components.get(name)
-            rows.append((name, "running" if entry and _alive(entry) else "stopped", entry))
+            rows.append((name, "running" if entry and alive(entry) else "stopped", entry))
         return rows
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+def _stop(name: str, entry: dict) -> None:
+    # SIGQUIT is nginx's graceful stop; the others stop on SIGTERM.
+    stop_group(entry, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
 
 
 def _require(program: str) -> str:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from stack.localstack import LocalStack
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "stack"))
-
-from localstack import LocalStack  # noqa: E402
-
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -29,6 +26,18 @@ signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 # Tests never phone home and never read the developer's own config or token cache.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+#: Fixtures that start real components (IdP, gate, nginx, MLflow, Jupyter, Chromium, or processes of their own):
+#: a test that uses one, directly or through another fixture, is in the `stack` tier; the rest run in seconds.
+STACK_FIXTURES = frozenset({"stack", "make_stack", "start_jupyter", "playwright", "chromium"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        slow = item.get_closest_marker("slow") or item.get_closest_marker("browser")
+        if slow or STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
 
 
 class Stack:

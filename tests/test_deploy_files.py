@@ -18,7 +18,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from fnmatch import fnmatch
 from pathlib import Path
@@ -29,6 +28,10 @@ import jsonschema
 import pytest
 import yaml
 
+from stack.gate.policy import Policy
+from stack.nginx.render import render
+from stack.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "stack"
 COMPOSE = STACK / "compose.yaml"
@@ -38,10 +41,6 @@ DEMO_USERS = STACK / "keycloak" / "dev" / "mlflow-demo-users.json"
 MAKE_CERTS = STACK / "tls" / "make-certs.sh"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
-sys.path.insert(0, str(STACK / "nginx"))
-sys.path.insert(0, str(STACK / "gate"))
-from policy import Policy  # noqa: E402
-from render import render  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------------
 # Compose's variable interpolation (Compose Specification, "Interpolation"), so the file is checked as compose sees
@@ -545,12 +544,6 @@ def test_make_certs_keeps_the_ca_when_it_reissues_the_server_certificate(certs, 
     subprocess.run([str(MAKE_CERTS), "--out", str(again), "mlflow.example.org"], check=True, capture_output=True)
     assert (again / "ca.crt").read_bytes() == (certs / "ca.crt").read_bytes(), "clients keep trusting it"
     assert (again / "server.crt").read_bytes() != (certs / "server.crt").read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ComposeNginx:

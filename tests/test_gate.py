@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +32,11 @@ import pytest
 import requests
 import yaml
 
+from stack.nginx.render import render_local
+from stack.ports import free_port
+
+from .support.waiting import wait_until
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from authlib.jose import JsonWebKey, jwt
@@ -41,10 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GATE = ROOT / "stack" / "gate" / "gate.py"
 POLICY = ROOT / "stack" / "gate" / "policy.yaml"
 NGINX = "/usr/sbin/nginx"
-sys.path.insert(0, str(ROOT / "stack" / "nginx"))
-from render import render_local  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed")
+pytestmark = [pytest.mark.stack, pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx not installed")]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -195,12 +197,6 @@ def upstream() -> Iterator[Upstream]:
         yield state["upstream"]
     finally:
         server.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, ok: set[int], proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:
@@ -629,7 +625,7 @@ def test_raw_request_uri_reaches_upstream_unchanged(proxy: Proxy, alice: str) ->
 def test_access_log_names_the_user_of_each_request(proxy: Proxy, alice: str) -> None:
     proxy.raw("GET", "/api/2.0/mlflow/experiments/search?secret_in_query=1", alice)
     proxy.raw("GET", "/api/2.0/mlflow/runs/get")
-    time.sleep(0.2)
+    wait_until(lambda: '"GET /api/2.0/mlflow/runs/get" 401' in proxy.access_log)  # nginx logs after it answered
     lines = proxy.access_log.splitlines()
     assert any("user=alice" in line and '"GET /api/2.0/mlflow/experiments/search" 200' in line for line in lines)
     assert any("user=- " in line and '"GET /api/2.0/mlflow/runs/get" 401' in line for line in lines)

@@ -20,6 +20,8 @@ from authlib.jose import JsonWebKey, jwt
 
 from .support.idp_pages import IdPPageError, approve_device, authorize, deny_device, logout
 
+pytestmark = pytest.mark.stack  # starts the IdP (node) for this module
+
 SERVER = Path(__file__).resolve().parent.parent / "stack" / "idp" / "server.mjs"
 REDIRECT_URI = "http://127.0.0.1:8976/callback"  # never served: authorize() returns the redirect unrequested
 USERS = {

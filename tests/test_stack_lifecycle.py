@@ -6,13 +6,15 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = [sys.executable, str(ROOT / "stack" / "localstack.py")]
+RUN = [str(ROOT / "stack" / "run")]  # the command people type
+
+pytestmark = pytest.mark.stack
 
 
 def stack_run(run_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

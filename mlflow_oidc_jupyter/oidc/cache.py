@@ -6,13 +6,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
+from ..files import write_private
 from .tokens import TokenSet
 
 logger = logging.getLogger(__name__)
@@ -118,15 +118,5 @@ class TokenCache:
         return data if isinstance(data, dict) else None
 
     def _write_json(self, path: Path, data: dict[str, Any]) -> None:
-        """Write atomically: a 0600 temp file in the same folder, then rename over the old file."""
         self._ensure_directory()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)  # mkstemp creates 0600
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(path, json.dumps(data))

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,32 +12,20 @@ import psutil
 import pytest
 import requests
 
+from stack.jupyter import JupyterProcess, extension_args, isolated_env, jupyter_argv
+from stack.ports import free_port
+
 from ..support.idp_pages import authorize
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class JupyterServer:
+class JupyterServer(JupyterProcess):
     """One running Jupyter server: its URLs, its token, its process, its log."""
 
-    proc: subprocess.Popen
-    origin: str
-    base_url: str
-    token: str
-    home: Path
-    log_path: Path
-    argv: list[str] = field(repr=False)
-    env: dict[str, str] = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        """The server's root URL, ending in `/`."""
-        return self.origin + self.base_url
+    def __init__(self, *, origin: str, base_url: str, home: Path, **process: object) -> None:
+        super().__init__(url=origin + base_url, **process)  # type: ignore[arg-type]
+        self.origin = origin
+        self.base_url = base_url
+        self.home = home
 
     @property
     def ui_url(self) -> str:
@@ -55,10 +38,8 @@ class JupyterServer:
         return session
 
     def rss(self) -> int:
+        assert self.proc is not None
         return psutil.Process(self.proc.pid).memory_info().rss
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def sign_in(self, stack, username: str) -> None:
         """The server-side sign-in as a browser would do it, driven over HTTP (the IdP's login page)."""
@@ -71,37 +52,6 @@ class JupyterServer:
 
     def status(self) -> dict:
         return self.http().get(self.ui_url + "oauth/status", timeout=10).json()
-
-    def start(self, timeout: float = 60.0) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env, start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if requests.get(self.url + "api/status", headers={"Authorization": f"token {self.token}"},
-                                timeout=2).status_code == 200:  # fmt: skip
-                    if "MLflow kernel broker at" in self.log() or "MLflow UI at" in self.log():
-                        return  # the extension's start hook ran
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"jupyter did not start within {timeout} s:\n{self.log()[-3000:]}")
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            # Our own process group (start_new_session): the server and the kernels it started.
-            os.killpg(self.proc.pid, signal.SIGTERM)
-
-    def stop(self) -> None:
-        self.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
 
     def restart(self) -> None:
         self.stop()
@@ -121,42 +71,29 @@ def start_jupyter(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         if home is None:
             home = tmp / "home"
             home.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_OIDC_", "MLFLOW_TRACKING_", "JUPYTER"))}
-        env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), XDG_CONFIG_HOME=str(home / ".config"),
-                   JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), MLFLOW_DISABLE_TELEMETRY="true",
-                   PYTHONUNBUFFERED="1")  # fmt: skip
-        port = _free_port()
+        port = free_port()
         token = os.urandom(16).hex()
-        endpoints = (on or stack).endpoints
-        argv = [sys.executable, "-m", app, "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.base_url={base_url}",
-                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp / 'root'}",
-                "--ServerApp.jpserver_extensions={'mlflow_oidc_jupyter.server': True}",
-                f"--MLflowOIDC.issuer={endpoints['issuer']}",
-                f"--MLflowOIDC.upstream_url={upstream_url or endpoints['mlflow_url']}",
-                f"--MLflowOIDC.client_id={endpoints['clients']['jupyter']['client_id']}",
-                f"--MLflowOIDC.audience={endpoints['audience']}", *args]  # fmt: skip
+        extra = ["--ServerApp.jpserver_extensions={'mlflow_oidc_jupyter.server': True}",
+                 *extension_args((on or stack).endpoints, upstream_url), *args]  # fmt: skip
         server = JupyterServer(
-            proc=None,  # type: ignore[arg-type]
             origin=f"http://127.0.0.1:{port}",
             base_url=base_url,
-            token=token,
             home=home,
+            argv=jupyter_argv(app, port=port, token=token, root_dir=tmp / "root", base_url=base_url, extra=extra),
+            env=isolated_env(home, tmp / "runtime"),
             log_path=tmp / "jupyter.log",
-            argv=argv,
-            env=env,
+            token=token,
         )
-        server.start()
         started.append(server)
+        server.start(timeout=60.0)
         return server
 
     try:
         yield start
     finally:
-        running = [server for server in started if server.proc is not None]
-        for server in running:  # all at once: each takes a moment to shut its kernels down
+        for server in started:  # all at once: each takes a moment to shut its kernels down
             server.terminate()
-        for server in running:
+        for server in started:
             server.stop()
 
 

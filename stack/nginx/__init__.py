@@ -1,0 +1,1 @@
+"""nginx configuration templates of the identity-aware proxy and their renderer."""
