@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ..errors import LoginRequired, OIDCError, TokenRefreshFailed
+from ..oidc.backoff import backoff_delay
 from ..oidc.observable import ObservableSession, SessionSnapshot, SessionState
 from ..oidc.tokens import Identity
 from ..settings import Settings
@@ -184,7 +185,7 @@ class BrokerSession(ObservableSession):
             return None
         lifetime = max(1.0, expires_at - self._fetched_at)
         due = expires_at - min(self.settings.refresh_margin / 2, 0.2 * lifetime)
-        delay = max(due - time.time(), min(30.0, 0.5 * self._renewal_failures))
+        delay = max(due - time.time(), backoff_delay(self._renewal_failures))
         # Wait here, not in the loop: once the pause is over, renew without asking again whether it is due.
         if (delay > 0 and self._wake.wait(delay)) or self._stop.is_set():
             return 0.0
@@ -196,5 +197,5 @@ class BrokerSession(ObservableSession):
         except OIDCError as exc:
             self._renewal_failures += 1
             logger.warning("Broker token renewal failed: %s", exc)
-            return min(30.0, 2.0**self._renewal_failures)
+            return backoff_delay(self._renewal_failures)
         return 0.0

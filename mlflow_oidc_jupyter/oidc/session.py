@@ -11,6 +11,7 @@ from filelock import Timeout as FileLockTimeout
 
 from ..errors import LoginFailed, LoginRequired, OIDCError, ProviderError, TokenRefreshFailed, TokenValidationError
 from ..settings import Settings
+from .backoff import backoff_delay
 from .cache import TokenCache
 from .client import OIDCClient, PendingAuthorization
 from .flows import DevicePrompt, UrlPrompt, browser_login, device_login
@@ -21,8 +22,6 @@ logger = logging.getLogger(__name__)
 
 #: Answers that end a session for good: only a new sign-in helps.
 PERMANENT_ERRORS = {"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope", "access_denied"}
-#: Backoff between refresh attempts after transient failures (seconds), capped at the last value.
-BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 class Session(ObservableSession):
@@ -258,7 +257,7 @@ class Session(ObservableSession):
             self.refresh_failures += 1
             with self._lock:
                 self._failures += 1
-                delay = BACKOFF[min(self._failures, len(BACKOFF)) - 1]
+                delay = backoff_delay(self._failures)
                 self._retry_at = time.time() + delay
             message = f"Token refresh is failing, retrying: {failure}"
             logger.warning("%s", message)

@@ -1,0 +1,13 @@
+"""The one retry pause after repeated failures (token refresh, broker renewal): doubling, capped at 30 s."""
+
+from __future__ import annotations
+
+#: Pause after the 1st, 2nd, ... failure in a row; the last one repeats.
+BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait before the next attempt after `failures` failures in a row (0 when none failed)."""
+    if failures <= 0:
+        return 0.0
+    return BACKOFF[min(failures, len(BACKOFF)) - 1]
