@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,10 +101,6 @@ class Settings:
     def scope(self) -> str:
         """Scopes as the space-separated string OAuth sends."""
         return " ".join(self.scopes)
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some settings changed (None values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
     def load(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -45,13 +45,6 @@ class PendingAuthorization:
     nonce: str = field(repr=False)
     code_verifier: str = field(repr=False)
     created_at: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PendingAuthorization:
-        return cls(**data)
 
 
 class OIDCClient:
