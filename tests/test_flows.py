@@ -21,7 +21,7 @@ from mlflow_oidc_jupyter.errors import LoginFailed, ProviderError, TokenValidati
 from mlflow_oidc_jupyter.oidc import OIDCClient, Provider, Session, SessionState, TokenValidator
 from mlflow_oidc_jupyter.settings import Settings
 
-from .support.idp_pages import authorize, deny_device
+from .support.idp_pages import IdPPageError, approve_device, authorize, deny_device
 from .support.oidc_sessions import browser_sign_in, device_sign_in, settings_for
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -128,13 +128,15 @@ def test_client_credentials_without_a_secret_say_what_is_missing(stack, tmp_path
         client.client_credentials()
 
 
-def test_wrong_password_at_the_device_page_keeps_the_session_signed_out(stack, session):
-    with pytest.raises(Exception, match="failed"):
-        client = session.client
-        device = client.start_device_authorization()
-        from .support.idp_pages import approve_device
+def test_wrong_password_at_the_device_page_leaves_the_device_code_unapproved(stack, session):
+    device = session.client.start_device_authorization()
 
+    with pytest.raises(IdPPageError, match="login as 'alice' failed"):
         approve_device(device.verification_uri_complete, "alice", "not-her-password")
+
+    with pytest.raises(ProviderError) as poll:
+        session.client.poll_device_token(device)
+    assert poll.value.error == "authorization_pending"  # no tokens for this code: nobody signed in
     assert not session.signed_in
 
 

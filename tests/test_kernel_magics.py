@@ -103,7 +103,7 @@ def test_a_cached_valid_session_is_reused_without_prompting(shell, stack, kernel
     assert "open http" not in shell.terminal.text, "no sign-in prompt"
     assert shell.terminal.approvals == []
     assert "Signed in as alice" in shell.terminal.text
-    assert MlflowClient().search_experiments() is not None
+    assert "Default" in [e.name for e in MlflowClient().search_experiments()]  # answered through proxy + gate
 
 
 def test_whoami_shows_user_roles_and_expiries_never_a_token(shell, kernel_env):
@@ -151,12 +151,3 @@ def test_missing_settings_are_a_usage_error_that_says_what_to_set(shell, monkeyp
 
     with pytest.raises(UsageError, match="MLFLOW_OIDC_ISSUER"):
         shell.terminal.run(shell, "mlflow_login", "")
-
-
-def test_login_documents_its_options():
-    from mlflow_oidc_jupyter.kernel.magics import MLflowOIDCMagics
-
-    doc = MLflowOIDCMagics.mlflow_login.__doc__
-    for option in ("--issuer", "--client-id", "--tracking-uri", "--flow", "--scopes", "--offline", "--text",
-                   "--grace-period"):  # fmt: skip
-        assert option in doc

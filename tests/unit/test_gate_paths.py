@@ -1,0 +1,58 @@
+"""The gate reads a request path every way an upstream might route it, and the strictest reading decides."""
+
+from __future__ import annotations
+
+import pytest
+
+from stack.gate.policy import Policy, interpretations
+
+POLICY = Policy.from_dict(
+    {
+        "rules": [
+            {"name": "delete", "methods": ["DELETE", "POST"], "path": r"/experiments/delete$", "roles": ["Admin"]},
+        ],
+        "default": {"roles": ["Admin", "Default"]},
+    }
+)
+
+
+def test_a_plain_path_has_one_reading_in_lower_case():
+    assert interpretations("/API/2.0/mlflow/Runs/get?run_id=1#x") == ["/api/2.0/mlflow/runs/get"]
+
+
+def test_encoded_and_dotted_paths_are_read_decoded_and_resolved():
+    readings = interpretations("/api/2.0/mlflow/x/%2e%2e/experiments%252Fdelete")
+    assert "/api/2.0/mlflow/experiments/delete" in readings  # decoded twice, dots resolved
+    assert readings[0] == "/api/2.0/mlflow/x/%2e%2e/experiments%252fdelete"  # as sent
+
+
+def test_duplicate_trailing_and_back_slashes_are_read_as_one_slash():
+    assert interpretations("//api\\2.0//mlflow/experiments/delete/") == ["/api/2.0/mlflow/experiments/delete"]
+
+
+def test_absolute_form_request_targets_are_read_by_their_path():
+    assert interpretations("http://mlflow:5000/api/2.0/mlflow/experiments/delete?x=1") == [
+        "/api/2.0/mlflow/experiments/delete"
+    ]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/api/2.0/mlflow/experiments/delete",
+        "/api/2.0/mlflow/experiments/DELETE",
+        "/api/2.0/mlflow/experiments%2Fdelete",
+        "/api/2.0/mlflow/experiments/%2564elete",
+        "/api/2.0/mlflow/runs/../experiments/delete",
+        "/api/2.0/mlflow/experiments//delete/",
+    ],
+)
+def test_every_spelling_of_a_guarded_path_needs_the_role(uri):
+    denied = POLICY.decide("POST", uri, "bob", ["Default"])
+    assert not denied.allowed and denied.rule == "delete"
+    assert POLICY.decide("POST", uri, "alice", ["Admin"]).allowed
+
+
+def test_other_paths_fall_to_the_default_rule():
+    decision = POLICY.decide("POST", "/api/2.0/mlflow/runs/log-metric", "bob", ["Default"])
+    assert decision.allowed and decision.rule == "default"
