@@ -10,7 +10,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from routes import ROUTES_FILE, RouteTable
+
+if __package__:  # imported as stack.gate.policy (tests, tools); the gate itself runs its files flat (script, image)
+    from .routes import ROUTES_FILE, RouteTable
+else:
+    from routes import ROUTES_FILE, RouteTable  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 
