@@ -189,7 +189,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-jupyter-proxy-"))
     (workdir / "stack").mkdir()
     (workdir / "jupyter").mkdir()
-    stack = LocalStack(workdir / "stack", log=lambda _m: None)
+    stack = LocalStack(workdir / "stack", env={"STACK_MLFLOW_TCP": "1"}, log=lambda _m: None)
     jupyter: Jupyter | None = None
     try:
         endpoints = stack.up(free_ports=True)

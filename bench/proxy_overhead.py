@@ -94,7 +94,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=500, help="small API calls per path (default %(default)s)")
     args = parser.parse_args()
 
-    stack = LocalStack(Path(tempfile.mkdtemp(prefix="bench-stack-")), log=lambda _m: None)
+    # MLflow on a TCP port: the "direct (no auth)" path measures it without the proxy.
+    tcp = {"STACK_MLFLOW_TCP": "1"}
+    stack = LocalStack(Path(tempfile.mkdtemp(prefix="bench-stack-")), env=tcp, log=lambda _m: None)
     endpoints = stack.up(free_ports=True)
     try:
         token = _token(endpoints)

@@ -21,7 +21,7 @@ from .errors import StackError
 from .nginx.render import render_local
 from .ports import HOST, free_port, port_free
 from .processes import alive, record, spawn, stop_group
-from .waiting import wait_healthy
+from .waiting import unix_http_status, wait_healthy
 
 STACK_DIR = Path(__file__).resolve().parent
 DEFAULT_RUN_DIR = STACK_DIR / ".run"
@@ -62,6 +62,10 @@ class Layout:
     def secrets(self) -> Path:
         return self.run_dir / "secrets.json"
 
+    @property
+    def mlflow_socket(self) -> Path:
+        return self.run_dir / "mlflow.sock"
+
     def log(self, component: str) -> Path:
         return self.run_dir / "logs" / f"{component}.log"
 
@@ -80,6 +84,8 @@ class LocalStack:
     ) -> None:
         self.layout = Layout(Path(run_dir).resolve())
         self._env = {**os.environ, **(env or {})}  # e.g. IDP_ACCESS_TOKEN_TTL for every component started
+        # STACK_MLFLOW_TCP=1: MLflow on a loopback port anyone on the host can reach without a token (benchmarks).
+        self._mlflow_tcp = self._env.get("STACK_MLFLOW_TCP", "") == "1"
         self._say = log or (lambda message: print(message, file=sys.stderr, flush=True))
 
     # ------------------------------------------------------------------ state
@@ -150,10 +156,13 @@ class LocalStack:
         }
         write_private(self.layout.idp_config, json.dumps(idp_config, indent=2))
 
+        mlflow_tcp = f"{HOST}:{ports['mlflow']}"
         render_local(
             self.layout.run_dir,
             listen=f"{HOST}:{ports['nginx']}",
-            mlflow_upstream=f"{HOST}:{ports['mlflow']}",
+            # MLflow listens on a Unix socket in the 0700 run folder: only this user (nginx's workers) can reach it.
+            mlflow_upstream=mlflow_tcp if self._mlflow_tcp else f"unix:{self.layout.mlflow_socket}",
+            mlflow_host=mlflow_tcp if self._mlflow_tcp else "localhost",
             gate_upstream=f"{HOST}:{ports['gate']}",
             server_name=HOST,
         )
@@ -162,7 +171,11 @@ class LocalStack:
             "issuer": issuer,
             "audience": AUDIENCE,
             "mlflow_url": f"http://{HOST}:{ports['nginx']}",
-            "mlflow_upstream": f"http://{HOST}:{ports['mlflow']}",
+            **(
+                {"mlflow_upstream": f"http://{HOST}:{ports['mlflow']}"}
+                if self._mlflow_tcp
+                else {"mlflow_socket": str(self.layout.mlflow_socket)}
+            ),
             "gate_url": f"http://{HOST}:{ports['gate']}",
             "users": {name: {"password": u["password"], "roles": u["roles"]} for name, u in DEMO_USERS.items()},
             "clients": {name: {k: v for k, v in c.items() if k != "roles"} for name, c in clients.items()},
@@ -184,9 +197,14 @@ class LocalStack:
             (run / "artifacts").mkdir(exist_ok=True)
             # Server-side jobs (prompt optimization, scorers) start seven worker processes we never use.
             env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+            _ensure_identity_app_installed()
+            # uvicorn binds the socket (0666) instead of --host/--port; the run folder (0700) keeps others out.
+            listen = [] if self._mlflow_tcp else ["--uvicorn-opts", f"--uds {self.layout.mlflow_socket}"]
+            self.layout.mlflow_socket.unlink(missing_ok=True)  # left by a crash, it would make the bind fail
             return [
                 sys.executable, "-m", "mlflow", "server",
-                "--host", HOST, "--port", str(ports["mlflow"]),
+                "--host", HOST, "--port", str(ports["mlflow"]), *listen,
+                "--app-name", "oidc-identity",
                 "--backend-store-uri", f"sqlite:///{run / 'mlflow.db'}",
                 "--artifacts-destination", str(run / "artifacts"),
                 "--serve-artifacts",
@@ -208,7 +226,7 @@ class LocalStack:
         ports = endpoints["ports"]
         return {
             "idp": f"{endpoints['issuer']}/.well-known/openid-configuration",
-            "mlflow": f"http://{HOST}:{ports['mlflow']}/health",
+            "mlflow": f"http://{HOST}:{ports['mlflow']}/health" if self._mlflow_tcp else "/health",
             "gate": f"http://{HOST}:{ports['gate']}/healthz",
             # Through nginx and the gate: 401 without a token proves the whole chain answers.
             "nginx": f"http://{HOST}:{ports['nginx']}/health",
@@ -225,13 +243,15 @@ class LocalStack:
         return entry
 
     def _wait_healthy(self, name: str, entry: dict, endpoints: dict) -> float:
+        url = self._health_url(name, endpoints)
         return wait_healthy(
             name,
-            self._health_url(name, endpoints),
+            url,
             running=lambda: alive(entry),
             log_path=Path(entry["log"]),
             timeout=START_TIMEOUT[name],
             expected={401} if name == "nginx" else {200},
+            probe=(lambda: unix_http_status(self.layout.mlflow_socket, url)) if url.startswith("/") else None,
         )
 
     # ------------------------------------------------------------------ commands
@@ -300,6 +320,18 @@ class LocalStack:
 def _stop(name: str, entry: dict) -> None:
     # SIGQUIT is nginx's graceful stop; the others stop on SIGTERM.
     stop_group(entry, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+
+
+def _ensure_identity_app_installed() -> None:
+    """MLflow's server side of the stack (stack/mlflow-identity, `--app-name oidc-identity`) in this Python."""
+    from importlib.metadata import entry_points
+
+    if any(e.name == "oidc-identity" for e in entry_points(group="mlflow.app")):
+        return
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(STACK_DIR / "mlflow-identity")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"installing stack/mlflow-identity failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
 def _require(program: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +26,36 @@ def http_status(url: str, headers: Mapping[str, str] | None = None, timeout: flo
         return None
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = str(socket_path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._socket_path)
+
+
+def unix_http_get(socket_path: Path, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET `path` from an HTTP server on a Unix socket (MLflow in the local stack, as nginx reaches it)."""
+    conn = _UnixHTTPConnection(socket_path, timeout)
+    try:
+        conn.request("GET", path, headers={"Host": "localhost"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def unix_http_status(socket_path: Path, path: str, timeout: float = 2.0) -> int | None:
+    """The status `path` answers with on a Unix socket, or None when nothing answers."""
+    try:
+        return unix_http_get(socket_path, path, timeout)[0]
+    except (OSError, http.client.HTTPException):
+        return None
+
+
 def wait_healthy(
     name: str,
     url: str,
@@ -34,8 +66,9 @@ def wait_healthy(
     expected: Collection[int] = (200,),
     headers: Mapping[str, str] | None = None,
     ready: Callable[[], bool] | None = None,
+    probe: Callable[[], int | None] | None = None,
 ) -> float:
-    """Poll `url` until it answers an `expected` status (and `ready()` holds); return the seconds it took.
+    """Poll `url` (or `probe()`) until it answers an `expected` status (and `ready()` holds); return the seconds.
 
     Raises StackError, with the last lines of `log_path`, when the process exits or the time is up.
     """
@@ -44,7 +77,8 @@ def wait_healthy(
     while time.monotonic() < deadline:
         if not running():
             raise StackError(f"{name} exited during start. Last lines of {log_path}:\n{log_tail(log_path)}")
-        if http_status(url, headers) in expected and (ready is None or ready()):
+        status = probe() if probe is not None else http_status(url, headers)
+        if status in expected and (ready is None or ready()):
             return time.monotonic() - started
         time.sleep(0.1)
     raise StackError(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
 from stack.localstack import LocalStack
+from stack.waiting import unix_http_get
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -74,6 +77,12 @@ class Stack:
 
     def log(self, component: str) -> str:
         return self.local.layout.log(component).read_text(errors="replace")
+
+    def mlflow_behind_proxy(self, path: str, **params: str) -> dict:
+        """GET straight from MLflow's Unix socket (no gate), as an admin on the host would."""
+        status, body = unix_http_get(self.local.layout.mlflow_socket, f"{path}?{urlencode(params)}")
+        assert status == 200, body[:300]
+        return json.loads(body)
 
 
 @pytest.fixture(scope="session")

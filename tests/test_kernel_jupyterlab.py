@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import requests
 from nbformat.v4 import new_code_cell, new_notebook
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -87,8 +86,7 @@ def test_sign_in_from_the_widget_then_the_next_cell_logs_a_metric(lab, chromium,
     finally:
         context.close()
 
-    run = requests.get(f"{stack.endpoints['mlflow_upstream']}/api/2.0/mlflow/runs/get",
-                       params={"run_id": run_id}, timeout=10).json()["run"]  # fmt: skip
+    run = stack.mlflow_behind_proxy("/api/2.0/mlflow/runs/get", run_id=run_id)["run"]
     assert {m["key"]: m["value"] for m in run["data"]["metrics"]} == {"accuracy": 0.93}
     assert {t["key"]: t["value"] for t in run["data"]["tags"]}["mlflow.user"] == "bob"
 

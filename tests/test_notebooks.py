@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import requests
 from nbclient import NotebookClient
 
 from mlflow_oidc_jupyter.oidc import Session, TokenCache
@@ -79,8 +78,7 @@ def test_quickstart_signs_in_by_device_flow_in_the_widget_and_logs_a_run(stack, 
     assert re.search(r"by bob loss 0\.2", logged), logged
     run_id = re.search(r"run (\w+) by", logged).group(1)
     # Read back behind the proxy's back, as an admin would.
-    run = requests.get(f"{stack.endpoints['mlflow_upstream']}/api/2.0/mlflow/runs/get",
-                       params={"run_id": run_id}, timeout=10).json()["run"]  # fmt: skip
+    run = stack.mlflow_behind_proxy("/api/2.0/mlflow/runs/get", run_id=run_id)["run"]
     assert {m["key"]: m["value"] for m in run["data"]["metrics"]} == {"loss": 0.2}
     assert "Signed in as bob" in stdout(nb, 7)
     saved = json.dumps(nb)

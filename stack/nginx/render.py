@@ -34,6 +34,7 @@ def render_local(
     mlflow_upstream: str,
     gate_upstream: str,
     server_name: str = "localhost",
+    mlflow_host: str | None = None,
 ) -> Path:
     """Render both templates for a local nginx under run_dir; return the main config path.
 
@@ -47,6 +48,7 @@ def render_local(
         LISTEN=listen,
         SERVER_NAME=server_name,
         MLFLOW_UPSTREAM=mlflow_upstream,
+        MLFLOW_HOST=mlflow_host or mlflow_upstream,
         GATE_UPSTREAM=gate_upstream,
         ACCESS_LOG=nginx_dir / "access.log",
     )
