@@ -10,13 +10,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from stack.gate.policy import Policy
+from stack.gate.routes import ROUTES_FILE, RouteTable
+from stack.gate.tokens import ALLOWED_ALGORITHMS
+
 ROOT = Path(__file__).resolve().parent.parent
 GATE_DIR = ROOT / "stack" / "gate"
-sys.path.insert(0, str(GATE_DIR))
-
-from policy import Policy  # noqa: E402
-from routes import ROUTES_FILE, RouteTable  # noqa: E402
-from tokens import ALLOWED_ALGORITHMS  # noqa: E402
 
 POLICY = Policy.load(GATE_DIR / "policy.yaml")
 
