@@ -7,7 +7,7 @@ import Provider, { errors } from 'oidc-provider';
 
 import * as pages from './pages.mjs';
 import { createStore } from './store.mjs';
-import { loadOrCreateKeys, readConfig, readTtls } from './settings.mjs';
+import { loadOrCreateKeys, readAccessTokenFormat, readConfig, readTtls } from './settings.mjs';
 
 // Resource indicator every token is minted for when the client names none (MLflow clients never do).
 const RESOURCE = 'urn:mlflow';
@@ -73,7 +73,7 @@ function jupyterPostLogoutRedirectAllowed(value) {
 const resourceServer = {
   audience: config.audience,
   scope: 'openid profile email roles offline_access',
-  accessTokenFormat: 'jwt',
+  accessTokenFormat: readAccessTokenFormat(),
   accessTokenTTL: ttls.accessToken,
   jwt: { sign: { alg: 'RS256' } },
 };

@@ -34,6 +34,16 @@ export function readTtls(env = process.env) {
   };
 }
 
+// IDP_ACCESS_TOKEN_FORMAT: `jwt` (default; validated locally by the gate) or `opaque` (only the provider can tell
+// what it means, by introspection: bench/gate_throughput.py's per-request round trip).
+export function readAccessTokenFormat(env = process.env) {
+  const format = env.IDP_ACCESS_TOKEN_FORMAT || 'jwt';
+  if (!['jwt', 'opaque'].includes(format)) {
+    throw new Error(`IDP_ACCESS_TOKEN_FORMAT must be "jwt" or "opaque", got ${JSON.stringify(format)}`);
+  }
+  return format;
+}
+
 // A UUID derived from the username: stable across restarts and config rewrites, and clearly not a username,
 // so nothing downstream can get away with confusing `sub` and `preferred_username`.
 export function subjectFor(username) {
