@@ -1,150 +1,64 @@
-"""Artifact downloads through our Jupyter `/mlflow/` proxy vs jupyter-server-proxy, side by side in one run.
+"""Our Jupyter `/mlflow/` proxy vs MLflow direct vs jupyter-server-proxy, interleaved in one run.
 
-    .venv/bin/python bench/jupyter_proxy.py [--sizes 80 150 400]
+    .venv/bin/python bench/jupyter_proxy.py [--sizes 80 400 1024] [--rounds 3] [--requests 200] [--short]
 
-Needs the `bench` extra (jupyter-server-proxy). Starts its own local stack and ONE `jupyter server` on free ports
-(both stopped by PID at the end). The server runs our extension (upstream: nginx + gate, signed in as alice through
-the IdP's own pages) and jupyter-server-proxy with a named proxy straight to MLflow. Each artifact is uploaded to
-MLflow directly, then downloaded through both: MiB/s, sha256 against the upload, and the server's RSS growth (peak
-sampled every 50 ms during the download, minus the value before); ratio = ours/peer MiB/s. All of ours run first,
-on a fresh server, so a heap the peer grew cannot hide our growth. A failed or truncated download shows as such.
+Needs the `bench` extra (jupyter-server-proxy). Starts its own local stack and TWO `jupyter server`s on free ports
+(stopped by PID at the end), so one proxy's heap never hides the other's: one runs our extension (signed in as
+alice through the IdP's own pages), the other jupyter-server-proxy with a named proxy. Both proxies go straight to
+MLflow (not through nginx + gate: that is bench/proxy_overhead.py), so the proxy is the only difference from
+direct. Each size goes up (PUT with a Content-Length) and down through all three, the order alternated every
+round; median MiB/s, ratios to direct, the Jupyter server's peak RSS growth during a transfer, sha256 of every
+download. Then small API calls: p50/p99 latency. A failed or truncated transfer shows as such.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import html
 import os
-import re
 import shutil
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import requests
+from benchlib import (
+    Payload,
+    PeakRSS,
+    Transfer,
+    artifact_url,
+    download,
+    fmt,
+    heading,
+    interleaved,
+    latencies,
+    local_stack,
+    median,
+    parser,
+    percentile,
+    ratio,
+    rss_mib,
+    table,
+    upload,
+)
 
 from stack.jupyter import JupyterProcess, extension_args, isolated_env, jupyter_argv
-from stack.localstack import LocalStack
 from stack.ports import free_port
 from tests.support.idp_pages import authorize
 
-CHUNK = 1 << 20
 PEER = "mlflow-peer"  # jupyter-server-proxy's named proxy, at {base_url}mlflow-peer/
 USER = "alice"
-
-
-@dataclass
-class Download:
-    """One download: its rate (None when it failed), what went wrong, whether the bytes match, RSS growth."""
-
-    mib_s: float | None
-    problem: str | None
-    identical: bool
-    rss_mib: float
-    peak_mib: float
-    seconds: float
-    detail: str = ""
-
-
-def _blocks(mib: int) -> Iterator[bytes]:
-    seed = os.urandom(CHUNK)
-    for index in range(mib):
-        yield seed[index % CHUNK :] + seed[: index % CHUNK]
-
-
-def _upload(upstream: str, path: str, mib: int) -> str:
-    digest = hashlib.sha256()
-
-    def body() -> Iterator[bytes]:
-        for block in _blocks(mib):
-            digest.update(block)
-            yield block
-
-    response = requests.put(f"{upstream}/api/2.0/mlflow-artifacts/artifacts/{path}", data=body(), timeout=600)
-    response.raise_for_status()
-    return digest.hexdigest()
-
-
-def _error_text(page: str) -> str:
-    """The message of a Jupyter error page (`<pre class="traceback">`), else the start of the body."""
-    found = re.search(r'<pre class="traceback">(.*?)</pre>', page, re.DOTALL)
-    return " ".join(html.unescape(found.group(1) if found else page).split())[:160]
-
-
-class PeakRSS:
-    """The peak RSS of one process, sampled in a background thread every 50 ms while in the `with` block."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.before = self.peak = self.process.memory_info().rss
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.05):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-    @property
-    def growth_mib(self) -> float:
-        return (self.peak - self.before) / CHUNK
-
-
-def _download(url: str, token: str, mib: int, expected: str, pid: int) -> Download:
-    digest = hashlib.sha256()
-    received = 0
-    problem = None
-    detail = ""
-    with PeakRSS(pid) as rss:
-        began = time.perf_counter()
-        try:
-            with requests.get(url, headers={"Authorization": f"token {token}"}, stream=True, timeout=600) as response:
-                if response.status_code != 200:
-                    problem = f"HTTP {response.status_code}"
-                    detail = _error_text(response.text)
-                else:
-                    for block in response.iter_content(CHUNK):
-                        digest.update(block)
-                        received += len(block)
-        except requests.RequestException as exc:
-            problem = f"broke: {type(exc).__name__}"
-            detail = str(exc)[:160]
-        elapsed = time.perf_counter() - began
-    if problem is None and received != mib * CHUNK:
-        problem = f"truncated {received / CHUNK:.0f}/{mib} MiB"
-    identical = problem is None and digest.hexdigest() == expected
-    if problem is None and not identical:
-        problem = "bytes differ"
-    return Download(
-        None if problem else mib / elapsed, problem, identical, rss.growth_mib, rss.peak / CHUNK, elapsed, detail
-    )
+PATHS = ("direct", "ours", "jupyter-server-proxy")
 
 
 class Jupyter(JupyterProcess):
-    """One `jupyter server` with our extension and jupyter-server-proxy, in its own process group."""
+    """One `jupyter server` with either our extension or jupyter-server-proxy, in its own process group."""
 
-    def __init__(self, workdir: Path, endpoints: dict) -> None:
+    def __init__(self, workdir: Path, endpoints: dict, peer: bool) -> None:
         port, token = free_port(), os.urandom(16).hex()
         home, config, root = workdir / "home", workdir / "config", workdir / "root"
         for folder in (home, config, root):
-            folder.mkdir()
-        # jupyter-server-proxy's named proxies are configured in Python only (a dict of dicts); no command =
-        # proxy to a server already running on localhost:<port>.
-        extensions = {"mlflow_oidc_jupyter.server": True, "jupyter_server_proxy": True}
+            folder.mkdir(parents=True)
+        extensions = {"mlflow_oidc_jupyter.server": not peer, "jupyter_server_proxy": peer}
+        # jupyter-server-proxy's named proxies are configured in Python only; no command = a server already running.
         servers = {
             PEER: {"port": int(endpoints["mlflow_upstream"].rsplit(":", 1)[1]), "launcher_entry": {"enabled": False}}
         }
@@ -152,23 +66,25 @@ class Jupyter(JupyterProcess):
             "c = get_config()  # noqa: F821\n"
             f"c.ServerApp.jpserver_extensions = {extensions!r}\nc.ServerProxy.servers = {servers!r}\n"
         )
+        extra = extension_args(endpoints, upstream_url=endpoints["mlflow_upstream"])
         super().__init__(
-            jupyter_argv("jupyter_server", port=port, token=token, root_dir=root, extra=extension_args(endpoints)),
+            jupyter_argv("jupyter_server", port=port, token=token, root_dir=root, extra=extra),
             # HOME and caches of its own: the sign-in lands in a throwaway token cache, never the user's.
             isolated_env(home, workdir / "runtime", JUPYTER_CONFIG_PATH=str(config)),
             workdir / "jupyter.log",
             f"http://127.0.0.1:{port}/",
             token,
         )
+        self.peer = peer
 
-    def http(self) -> requests.Session:
-        session = requests.Session()
-        session.headers["Authorization"] = f"token {self.token}"
-        return session
+    @property
+    def base(self) -> str:
+        return self.url + (f"{PEER}" if self.peer else "mlflow")
 
     def sign_in(self, password: str) -> None:
         """The server-side sign-in a browser would do, driven over HTTP through the IdP's login page."""
-        http = self.http()
+        http = requests.Session()
+        http.headers["Authorization"] = f"token {self.token}"
         start = http.get(self.url + "mlflow/oauth/login", allow_redirects=False, timeout=30)
         if start.status_code != 302:
             raise RuntimeError(f"sign-in did not start: HTTP {start.status_code}")
@@ -177,58 +93,81 @@ class Jupyter(JupyterProcess):
             raise RuntimeError(f"sign-in callback answered HTTP {done.status_code}")
 
 
-def _cell(result: Download) -> str:
-    return f"{result.mib_s:.0f}" if result.mib_s is not None else result.problem or "?"
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[80, 150, 400], help="MiB (default %(default)s)")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=[80, 400, 1024], help="MiB (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="repetitions of each transfer (default %(default)s)")
+    p.add_argument("--requests", type=int, default=200, help="small API calls per path and round")
+    args = p.parse_args()
+    if args.short:
+        args.sizes, args.rounds, args.requests = [4], 1, 10
 
+    heading(
+        "Jupyter `/mlflow/` proxy: ours vs MLflow direct vs jupyter-server-proxy",
+        f"Artifacts of {', '.join(map(str, args.sizes))} MiB up (PUT) and down, {args.rounds} rounds alternated, "
+        "medians; RSS: the Jupyter server's largest peak growth during one transfer.",
+    )
     workdir = Path(tempfile.mkdtemp(prefix="bench-jupyter-proxy-"))
-    (workdir / "stack").mkdir()
-    (workdir / "jupyter").mkdir()
-    stack = LocalStack(workdir / "stack", env={"STACK_MLFLOW_TCP": "1"}, log=lambda _m: None)
-    jupyter: Jupyter | None = None
+    servers: list[Jupyter] = []
     try:
-        endpoints = stack.up(free_ports=True)
-        jupyter = Jupyter(workdir / "jupyter", endpoints)
-        jupyter.start()
-        jupyter.sign_in(endpoints["users"][USER]["password"])
-        assert jupyter.proc is not None
-        pid = jupyter.proc.pid
-        started_mib = psutil.Process(pid).memory_info().rss / CHUNK
+        with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (_stack, endpoints):
+            ours, peer = Jupyter(workdir / "ours", endpoints, False), Jupyter(workdir / "peer", endpoints, True)
+            servers += [ours, peer]
+            for server in servers:
+                server.start(extension_started=not server.peer)
+            ours.sign_in(endpoints["users"][USER]["password"])
+            by_path = {"ours": ours, "jupyter-server-proxy": peer}
+            bases = {"direct": endpoints["mlflow_upstream"], "ours": ours.base, "jupyter-server-proxy": peer.base}
+            headers = {"direct": {}, **{k: {"Authorization": f"token {s.token}"} for k, s in by_path.items()}}
+            started = {k: rss_mib(s.proc.pid) for k, s in by_path.items() if s.proc}
 
-        digests = {mib: _upload(endpoints["mlflow_upstream"], f"bench/{mib}.bin", mib) for mib in args.sizes}
-        artifact = "api/2.0/mlflow-artifacts/artifacts/bench/{}.bin"
-        ours = {mib: _download(jupyter.url + "mlflow/" + artifact.format(mib), jupyter.token, mib, digests[mib], pid)
-                for mib in args.sizes}  # fmt: skip
-        peer = {mib: _download(jupyter.url + f"{PEER}/" + artifact.format(mib), jupyter.token, mib, digests[mib], pid)
-                for mib in args.sizes}  # fmt: skip
+            rows = []
+            for mib in args.sizes:
+                expected = Payload.sha256(mib)
 
-        print(f"\nours: {jupyter.url}mlflow/ -> nginx + gate -> MLflow (signed in as {USER});"
-              f" peer: jupyter-server-proxy {jupyter.url}{PEER}/ -> MLflow directly\n")  # fmt: skip
-        header = ("size MiB", "ours MiB/s", "peer MiB/s", "ratio", "ours RSS +MiB", "peer RSS +MiB",
-                  "byte-identical ours/peer")  # fmt: skip
-        print(" | ".join(header))
-        for mib in args.sizes:
-            a, b = ours[mib], peer[mib]
-            ratio = f"{a.mib_s / b.mib_s:.2f}" if a.mib_s and b.mib_s else "-"
-            same = f"{'yes' if a.identical else 'no'}/{'yes' if b.identical else 'no'}"
-            cells = (str(mib), _cell(a), _cell(b), ratio, f"{a.rss_mib:.1f}", f"{b.rss_mib:.1f}", same)
-            print(" | ".join(cell.rjust(len(title)) for cell, title in zip(cells, header, strict=True)))
-        # Growth is against the RSS before each download: a heap an earlier download grew hides the next one's.
-        print(f"\nserver RSS: {started_mib:.0f} MiB signed in; peak {max(r.peak_mib for r in ours.values()):.0f} MiB"
-              f" during ours; peak {max(r.peak_mib for r in peer.values()):.0f} MiB during peer's")  # fmt: skip
-        for mib, result in peer.items():
-            if result.detail:
-                print(f"peer {mib} MiB: {result.problem} after {result.seconds:.2f} s: {result.detail}")
+                def measure(path: str, mib: int = mib, expected: str = expected) -> tuple[Transfer, Transfer, float]:
+                    url = artifact_url(bases[path], f"{mib}-{path[:4]}.bin")
+                    server = by_path.get(path)
+                    pids = {"server": server.proc.pid} if server and server.proc else {}
+                    with PeakRSS(pids) as rss:
+                        up = upload(url, headers[path], mib)
+                        down = download(url, headers[path], mib, expected) if up.mib_s else Transfer(None, "no upload")
+                    return up, down, rss.growth("server") if pids else 0.0
+
+                runs = interleaved(args.rounds, PATHS, measure)
+                up = {k: median([r[0].mib_s for r in runs[k]]) for k in PATHS}
+                down = {k: median([r[1].mib_s for r in runs[k]]) for k in PATHS}
+                for k in PATHS:
+                    problem_up = next((r[0].problem for r in runs[k] if r[0].problem), None)
+                    problem_down = next((r[1].problem for r in runs[k] if r[1].problem), None)
+                    growth = f"{max(r[2] for r in runs[k]):+.0f}" if k != "direct" else "-"
+                    rows.append(
+                        (mib, k, fmt(up[k], problem=problem_up), ratio(up[k], up["direct"]),
+                         fmt(down[k], problem=problem_down), ratio(down[k], down["direct"]), growth)
+                    )  # fmt: skip
+
+            small = interleaved(
+                args.rounds,
+                PATHS,
+                lambda k: latencies(f"{bases[k]}/api/2.0/mlflow/experiments/search?max_results=1", headers[k],
+                                    args.requests),
+            )  # fmt: skip
+            small_rows = []
+            for k in PATHS:
+                values = [v for batch in small[k] for v in batch]
+                small_rows.append((k, f"{1000 * percentile(values, 50):.1f}", f"{1000 * percentile(values, 99):.1f}"))
+            p50 = {k: percentile([v for b in small[k] for v in b], 50) for k in PATHS}
     finally:
-        if jupyter is not None:
-            jupyter.stop()
-        stack.down()
+        for server in servers:
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)  # artifacts of every size
+
+    print(table(("MiB", "path", "up MiB/s", "up vs direct", "down MiB/s", "down vs direct", "server RSS +MiB"), rows))
+    print(f"\nJupyter server RSS when idle: ours {started['ours']:.0f} MiB, "
+          f"jupyter-server-proxy {started['jupyter-server-proxy']:.0f} MiB.\n")  # fmt: skip
+    print(table(("small calls", "p50 ms", "p99 ms"), small_rows))
+    print(f"\nratio ours/direct, small calls (p50 latency direct/ours): {p50['direct'] / p50['ours']:.2f}x; "
+          f"ours/jupyter-server-proxy: {p50['jupyter-server-proxy'] / p50['ours']:.2f}x")  # fmt: skip
     return 0
 
 

@@ -1,129 +1,145 @@
-"""What the identity-aware proxy costs: MLflow direct vs through nginx + gate, side by side in one run.
+"""What the identity-aware proxy costs: MLflow direct vs through nginx + gate, interleaved in one run.
 
-    .venv/bin/python bench/proxy_overhead.py [--mib 1024] [--requests 500]
+    .venv/bin/python bench/proxy_overhead.py [--sizes 80 1024] [--rounds 3] [--requests 300] [--short]
 
-Starts its own local stack on free ports (stopped at the end), takes a token by client credentials, then measures
-small API calls (requests/s) and one large artifact up and down (MiB/s, byte-identical check), and nginx's RSS.
+Starts its own local stack on free ports (stopped at the end) and takes a ci-bot token. For each size, uploads
+(PUT with a Content-Length, as `mlflow.log_artifact`) and downloads the artifact directly and through nginx + gate,
+alternating which goes first every round; prints median MiB/s, the ratio proxy/direct, CPU seconds per GiB of each
+process (robust when the machine is shared: it does not count time spent waiting for a core), and the peak RSS
+growth of nginx and the gate. Then small API calls (p50/p99 latency). Every download is checked byte for byte.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-import psutil
-import requests
+from benchlib import (
+    Payload,
+    PeakRSS,
+    Transfer,
+    artifact_url,
+    bot_token,
+    cpu_seconds,
+    download,
+    fmt,
+    heading,
+    interleaved,
+    latencies,
+    local_stack,
+    median,
+    parser,
+    percentile,
+    ratio,
+    table,
+    upload,
+)
 
-from stack.localstack import LocalStack
-
-CHUNK = 1 << 20
-
-
-def _token(endpoints: dict) -> str:
-    bot = endpoints["clients"]["ci-bot"]
-    meta = requests.get(f"{endpoints['issuer']}/.well-known/openid-configuration", timeout=10).json()
-    response = requests.post(meta["token_endpoint"], data={"grant_type": "client_credentials"},
-                             auth=(bot["client_id"], bot["client_secret"]), timeout=10)  # fmt: skip
-    response.raise_for_status()
-    return response.json()["access_token"]
-
-
-def _api_rate(base: str, headers: dict, count: int) -> float:
-    with requests.Session() as http:
-        http.headers.update(headers)
-        url = f"{base}/api/2.0/mlflow/experiments/search"
-        http.get(url, params={"max_results": 1}, timeout=10).raise_for_status()
-        began = time.perf_counter()
-        for _ in range(count):
-            http.get(url, params={"max_results": 1}, timeout=10).raise_for_status()
-        return count / (time.perf_counter() - began)
-
-
-def _blocks(mib: int):
-    seed = os.urandom(CHUNK)
-    for index in range(mib):
-        yield seed[index % CHUNK :] + seed[: index % CHUNK]
-
-
-def _upload(base: str, headers: dict, path: str, mib: int) -> tuple[float, str]:
-    digest = hashlib.sha256()
-
-    def body():
-        for block in _blocks(mib):
-            digest.update(block)
-            yield block
-
-    began = time.perf_counter()
-    response = requests.put(f"{base}/api/2.0/mlflow-artifacts/artifacts/{path}", data=body(), headers=headers,
-                            timeout=600)  # fmt: skip
-    response.raise_for_status()
-    return mib / (time.perf_counter() - began), digest.hexdigest()
-
-
-def _download(base: str, headers: dict, path: str, mib: int) -> tuple[float, str]:
-    digest = hashlib.sha256()
-    began = time.perf_counter()
-    with requests.get(f"{base}/api/2.0/mlflow-artifacts/artifacts/{path}", headers=headers, stream=True,
-                      timeout=600) as response:  # fmt: skip
-        response.raise_for_status()
-        for block in response.iter_content(CHUNK):
-            digest.update(block)
-    return mib / (time.perf_counter() - began), digest.hexdigest()
-
-
-def _rss_mib(pid: int) -> float:
-    group = [p for p in psutil.process_iter() if _pgid(p.pid) == pid]
-    return sum(p.memory_info().rss for p in group) / CHUNK
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
+PATHS = ("direct", "nginx + gate")
+COMPONENTS = ("client", "nginx", "gate", "mlflow")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mib", type=int, default=1024, help="artifact size in MiB (default %(default)s)")
-    parser.add_argument("--requests", type=int, default=500, help="small API calls per path (default %(default)s)")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=[80, 1024], help="MiB (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="repetitions of each transfer (default %(default)s)")
+    p.add_argument("--requests", type=int, default=300, help="small API calls per path and round")
+    args = p.parse_args()
+    if args.short:
+        args.sizes, args.rounds, args.requests = [8], 1, 20
 
-    # MLflow on a TCP port: the "direct (no auth)" path measures it without the proxy.
-    tcp = {"STACK_MLFLOW_TCP": "1"}
-    stack = LocalStack(Path(tempfile.mkdtemp(prefix="bench-stack-")), env=tcp, log=lambda _m: None)
-    endpoints = stack.up(free_ports=True)
-    try:
-        token = _token(endpoints)
-        nginx_pid = stack.running()["nginx"]["pid"]
-        paths = {
-            "direct (no auth)": (endpoints["mlflow_upstream"], {}),
-            "nginx + gate": (endpoints["mlflow_url"], {"Authorization": f"Bearer {token}"}),
-        }
-        rows = []
-        for label, (base, headers) in paths.items():
-            rate = _api_rate(base, headers, args.requests)
-            name = f"bench/{label.split()[0]}.bin"
-            rss_before = _rss_mib(nginx_pid)
-            up, sent = _upload(base, headers, name, args.mib)
-            down, got = _download(base, headers, name, args.mib)
-            rss_after = _rss_mib(nginx_pid)
-            assert sent == got, f"{label}: the artifact came back different"
-            rows.append((label, rate, up, down, rss_after - rss_before))
-        print(f"\nstack started in {endpoints['started_in_seconds']} s; artifact {args.mib} MiB, byte-identical\n")
-        print(f"{'path':18} {'API calls/s':>12} {'upload MiB/s':>13} {'download MiB/s':>15} {'nginx RSS +MiB':>15}")
-        for label, rate, up, down, rss in rows:
-            print(f"{label:18} {rate:12.0f} {up:13.0f} {down:15.0f} {rss:15.1f}")
-        (_, r0, u0, d0, _), (_, r1, u1, d1, _) = rows
-        print(f"{'ratio proxy/direct':18} {r1 / r0:12.2f} {u1 / u0:13.2f} {d1 / d0:15.2f}")
-    finally:
-        stack.down()
+    heading(
+        "Identity-aware proxy: MLflow direct vs through nginx + gate",
+        f"Artifacts of {', '.join(map(str, args.sizes))} MiB up (PUT, Content-Length) and down, "
+        f"{args.rounds} interleaved rounds, medians; small calls: `GET experiments/search`.",
+    )
+    # Long-lived tokens: one 1 GiB transfer under load can outlast the default 5 minutes.
+    with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (stack, endpoints):
+        running = stack.running()
+        pids = {name: running[name]["pid"] for name in ("nginx", "gate", "mlflow")}
+        headers = {"direct": {}, "nginx + gate": {"Authorization": f"Bearer {bot_token(endpoints)}"}}
+        bases = {"direct": endpoints["mlflow_upstream"], "nginx + gate": endpoints["mlflow_url"]}
+
+        rows, cpu_rows = [], []
+        with PeakRSS({"nginx": pids["nginx"], "gate": pids["gate"]}) as rss:
+            for mib in args.sizes:
+                expected = Payload.sha256(mib)
+                cpu: dict[tuple[str, str, str], list[float]] = {}
+
+                def measure(path: str, mib: int = mib, expected: str = expected, cpu: dict = cpu) -> tuple:
+                    url = artifact_url(bases[path], f"{mib}-{path.split()[0]}.bin")
+                    results = []
+                    for way in ("up", "down"):
+                        before = {n: cpu_seconds(pid) for n, pid in pids.items()}
+                        client_before = time.process_time()
+                        if way == "up":
+                            result = upload(url, headers[path], mib)
+                        else:
+                            result = download(url, headers[path], mib, expected)
+                        spent = {n: cpu_seconds(pid) - before[n] for n, pid in pids.items()}
+                        spent["client"] = time.process_time() - client_before
+                        for name, seconds in spent.items():
+                            cpu.setdefault((path, way, name), []).append(seconds * 1024 / mib)
+                        results.append(result)
+                    return tuple(results)
+
+                runs = interleaved(args.rounds, PATHS, measure)
+                up = {path: median([t[0].mib_s for t in runs[path]]) for path in PATHS}
+                down = {path: median([t[1].mib_s for t in runs[path]]) for path in PATHS}
+                problems = {path: _problems(runs[path]) for path in PATHS}
+                for path in PATHS:
+                    rows.append(
+                        (mib, path, fmt(up[path], problem=problems[path]), fmt(down[path], problem=problems[path]))
+                    )
+                rows.append(
+                    (
+                        mib,
+                        "**ratio proxy/direct**",
+                        ratio(up[PATHS[1]], up[PATHS[0]]),
+                        ratio(down[PATHS[1]], down[PATHS[0]]),
+                    )
+                )
+                for path in PATHS:
+                    for way in ("up", "down"):
+                        cells = [fmt(median(cpu[(path, way, n)]), 2) for n in COMPONENTS if (path, way, n) in cpu]
+                        cpu_rows.append((mib, path, way, *cells))
+
+        small = interleaved(
+            args.rounds,
+            PATHS,
+            lambda path: latencies(
+                f"{bases[path]}/api/2.0/mlflow/experiments/search?max_results=1", headers[path], args.requests
+            ),
+        )
+        small_rows = []
+        for path in PATHS:
+            values = [v for batch in small[path] for v in batch]
+            small_rows.append(
+                (
+                    path,
+                    f"{len(values) / sum(values):.0f}",
+                    f"{1000 * percentile(values, 50):.1f}",
+                    f"{1000 * percentile(values, 99):.1f}",
+                )
+            )
+        direct_p50, proxy_p50 = (percentile([v for b in small[p] for v in b], 50) for p in PATHS)
+
+    print(table(("MiB", "path", "upload MiB/s", "download MiB/s"), rows))
+    print("\nCPU seconds per GiB moved (median), by process:\n")
+    print(table(("MiB", "path", "way", *COMPONENTS), cpu_rows))
+    print(
+        f"\nPeak RSS growth over all transfers: nginx {rss.growth('nginx'):+.1f} MiB "
+        f"(from {rss.before['nginx']:.0f}), gate {rss.growth('gate'):+.1f} MiB (from {rss.before['gate']:.0f}); "
+        "every download byte-identical unless a cell says otherwise.\n"
+    )
+    print(table(("small calls", "calls/s", "p50 ms", "p99 ms"), small_rows))
+    print(f"\nratio proxy/direct, small calls (p50 latency direct/proxy): {direct_p50 / proxy_p50:.2f}x")
     return 0
+
+
+def _problems(results: list[tuple[Transfer, Transfer]]) -> str | None:
+    found = sorted({t.problem for pair in results for t in pair if t.problem})
+    return ", ".join(found) or None
 
 
 if __name__ == "__main__":

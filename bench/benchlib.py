@@ -1,0 +1,317 @@
+"""Shared pieces of the benchmarks: the stack, payloads, transfers, timing statistics, CPU and RSS, result tables."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the scripts run as `python bench/<name>.py`: the project's packages by import
+from stack.localstack import LocalStack  # noqa: E402
+from stack.processes import record, spawn, stop_group  # noqa: E402
+from stack.waiting import wait_healthy  # noqa: E402
+
+MIB = 1 << 20
+_SEED = os.urandom(MIB)
+_SEED2 = memoryview(_SEED * 2)
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the suite's common `--short` flag (CI: tiny sizes, one round, still every path)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--short", action="store_true", help="tiny sizes and one round: proves the benchmark runs")
+    return p
+
+
+@contextlib.contextmanager
+def local_stack(env: dict[str, str] | None = None, prefix: str = "bench-stack-") -> Iterator[tuple[LocalStack, dict]]:
+    """The local stack (IdP, MLflow, gate, nginx) on free ports in a throwaway folder, stopped by PID at the end."""
+    stack = LocalStack(Path(tempfile.mkdtemp(prefix=prefix)), env=env, log=lambda _m: None)
+    try:
+        endpoints = stack.up(free_ports=True)
+        yield stack, endpoints
+    finally:
+        stack.down()
+
+
+def bot_token(endpoints: dict) -> str:
+    """An access token of the stack's ci-bot client (client credentials)."""
+    bot = endpoints["clients"]["ci-bot"]
+    meta = requests.get(f"{endpoints['issuer']}/.well-known/openid-configuration", timeout=10).json()
+    response = requests.post(
+        meta["token_endpoint"],
+        data={"grant_type": "client_credentials"},
+        auth=(bot["client_id"], bot["client_secret"]),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+# ------------------------------------------------------------------------------------------ payloads and transfers
+
+
+class Payload:
+    """`mib` MiB of pseudo-random bytes as a file-like body with a length, as the MLflow client uploads a file.
+
+    Every MiB is the same random MiB rotated by a different amount, so a lost, repeated or swapped block changes
+    the digest; reading is nearly free (slices of one buffer), so the client's own cost stays small.
+    """
+
+    def __init__(self, mib: int) -> None:
+        self.size = mib * MIB
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self.size - self._pos
+
+    def read(self, n: int | None = -1) -> memoryview | bytes:
+        block, offset = divmod(self._pos, MIB)
+        if block * MIB >= self.size:
+            return b""
+        n = min(MIB if n is None or n < 0 else n, MIB - offset)
+        start = (block * 4099) % MIB + offset
+        self._pos += n
+        return _SEED2[start : start + n]
+
+    @staticmethod
+    def sha256(mib: int) -> str:
+        digest = hashlib.sha256()
+        body = Payload(mib)
+        while chunk := body.read(MIB):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One artifact transfer: MiB/s (None when it failed), and what went wrong."""
+
+    mib_s: float | None
+    problem: str | None = None
+
+
+def artifact_url(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/api/2.0/mlflow-artifacts/artifacts/bench/{name}"
+
+
+def upload(url: str, headers: dict[str, str], mib: int) -> Transfer:
+    """PUT `mib` MiB with a Content-Length, as `mlflow.log_artifact` does."""
+    began = time.perf_counter()
+    try:
+        response = requests.put(url, data=Payload(mib), headers=headers, timeout=900)
+    except requests.RequestException as exc:
+        return Transfer(None, f"broke: {type(exc).__name__}")
+    if response.status_code != 200:
+        return Transfer(None, f"HTTP {response.status_code}")
+    return Transfer(mib / (time.perf_counter() - began))
+
+
+def download(url: str, headers: dict[str, str], mib: int, expected_sha256: str) -> Transfer:
+    """GET the artifact streamed; a short, failed or different body is a problem, never a rate."""
+    digest = hashlib.sha256()
+    received = 0
+    began = time.perf_counter()
+    try:
+        with requests.get(url, headers=headers, stream=True, timeout=900) as response:
+            if response.status_code != 200:
+                return Transfer(None, f"HTTP {response.status_code}")
+            for block in response.iter_content(MIB):
+                digest.update(block)
+                received += len(block)
+    except requests.RequestException as exc:
+        return Transfer(None, f"broke: {type(exc).__name__}")
+    seconds = time.perf_counter() - began
+    if received != mib * MIB:
+        return Transfer(None, f"truncated {received / MIB:.0f}/{mib} MiB")
+    if digest.hexdigest() != expected_sha256:
+        return Transfer(None, "bytes differ")
+    return Transfer(mib / seconds)
+
+
+def latencies(url: str, headers: dict[str, str], count: int) -> list[float]:
+    """Seconds per small GET on one kept-alive connection (after one warm-up call)."""
+    out = []
+    with requests.Session() as http:
+        http.headers.update(headers)
+        http.get(url, timeout=30).raise_for_status()
+        for _ in range(count):
+            began = time.perf_counter()
+            http.get(url, timeout=30).raise_for_status()
+            out.append(time.perf_counter() - began)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of the values that exist; None when none does (every attempt failed)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest rank."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
+def interleaved(rounds: int, labels: Sequence[str], measure: Callable[[str], object]) -> dict[str, list]:
+    """Run `measure(label)` for every label, `rounds` times, reversing the order every round (ABBA...).
+
+    On a machine shared with other work, load drifts: alternating the order gives every contender the same
+    share of good and bad moments, so the ratio of medians is fair even when the absolute numbers are not.
+    """
+    results: dict[str, list] = {label: [] for label in labels}
+    for index in range(rounds):
+        for label in labels if index % 2 == 0 else list(reversed(labels)):
+            results[label].append(measure(label))
+    return results
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants (nginx workers, uvicorn workers)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process tree, in MiB."""
+    total = 0
+    for proc in process_tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total / MIB
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by a process tree."""
+    total = 0.0
+    for proc in process_tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+class PeakRSS:
+    """The peak RSS (MiB) of process trees, sampled every 50 ms in a thread while inside the `with` block."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before = {name: rss_mib(pid) for name, pid in pids.items()}
+        self.peak = dict(self.before)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            self._take()
+
+    def _take(self) -> None:
+        for name, pid in self.pids.items():
+            self.peak[name] = max(self.peak[name], rss_mib(pid))
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self._take()
+
+    def growth(self, name: str) -> float:
+        return self.peak[name] - self.before[name]
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (RESULTS.md is these tables, verbatim)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value: float | None, digits: int = 0, problem: str | None = None) -> str:
+    if value is None:
+        return problem or "failed"
+    return f"{value:.{digits}f}"
+
+
+def machine() -> str:
+    """One line about where the numbers were taken: CPUs, memory, load, Python."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"{psutil.virtual_memory().total / (1 << 30):.0f} GiB RAM, load average {load}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def heading(title: str, what: str) -> None:
+    """Print a benchmark's section header (Markdown) with the load at its start."""
+    print(
+        f"\n## {title}\n\n{what}\n\nLoad average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n",
+        flush=True,
+    )
+
+
+# ------------------------------------------------------------------------------------------ services
+
+
+class Service:
+    """One process the benchmark starts in its own group and ends by its PID (group), logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.proc = spawn(argv, {**os.environ, **(env or {})}, log_path)
+        self._record = record(self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, url: str, expected: tuple[int, ...] = (200,), timeout: float = 60.0) -> None:
+        """Poll `url` until it answers an `expected` status; fail with the log's tail if the process exits."""
+        wait_healthy(
+            self.name,
+            url,
+            running=lambda: self.proc.poll() is None,
+            log_path=self.log_path,
+            timeout=timeout,
+            expected=expected,
+        )
+
+    def stop(self) -> None:
+        stop_group(self._record)
+        self.proc.wait()
