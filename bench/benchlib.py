@@ -39,7 +39,11 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def local_stack(env: dict[str, str] | None = None, prefix: str = "bench-stack-") -> Iterator[tuple[LocalStack, dict]]:
-    """The local stack (IdP, MLflow, gate, nginx) on free ports in a throwaway folder, stopped by PID at the end."""
+    """The local stack (IdP, MLflow, gate, nginx) on free ports in a throwaway folder, stopped by PID at the end.
+
+    MLflow listens on a loopback port (STACK_MLFLOW_TCP), not only on its socket, so "direct" can be measured.
+    """
+    env = {"STACK_MLFLOW_TCP": "1", **(env or {})}
     stack = LocalStack(Path(tempfile.mkdtemp(prefix=prefix)), env=env, log=lambda _m: None)
     try:
         endpoints = stack.up(free_ports=True)
