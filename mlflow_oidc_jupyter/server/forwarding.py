@@ -31,13 +31,20 @@ REQUEST_DROPPED = HOP_BY_HOP | {
     "x-xsrftoken",
     "x-csrftoken",
     "expect",
+    # What proxies say about the client is ours to say (forwarded_headers): a browser's own claims never pass,
+    # nor headers some frameworks read as the request's real path or method.
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-user",
-    "x-forwarded-roles",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 }
+#: Every header with one of these prefixes is dropped too (X-Forwarded-For/-Host/-Proto/-Port/-Prefix/-User...).
+REQUEST_DROPPED_PREFIXES = ("x-forwarded-", "x-original-")
 #: Upstream cookies would land on the Jupyter origin; Server/Date are the Jupyter server's own.
 RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "server", "date"}
 #: Query parameters that are Jupyter's, never the tracking server's.
@@ -53,11 +60,43 @@ def request_headers(incoming: HTTPHeaders, token: str) -> HTTPHeaders:
     outgoing = HTTPHeaders()
     for name, value in incoming.get_all():
         lowered = name.lower()
-        if lowered in REQUEST_DROPPED or lowered in connection_listed:
+        if lowered in REQUEST_DROPPED or lowered.startswith(REQUEST_DROPPED_PREFIXES) or lowered in connection_listed:
             continue
         outgoing.add(name, value)
     outgoing["Authorization"] = f"Bearer {token}"
     return outgoing
+
+
+def forwarded_headers(*, proto: str, host: str, client_ip: str, prefix: str) -> dict[str, str]:
+    """What this proxy tells upstream about the browser's request; `prefix` is where the UI is served (no `/`).
+
+    Servers that build links from them (mlflow-oidc-auth uses X-Forwarded-Prefix) get ours, never the browser's.
+    """
+    return {
+        "X-Forwarded-Proto": proto,
+        "X-Forwarded-Host": host,
+        "X-Forwarded-For": client_ip,
+        "X-Forwarded-Prefix": prefix.rstrip("/"),
+    }
+
+
+def upstream_path(raw: str) -> str:
+    """The path to request upstream: refused (ValueError) when a segment is `.` or `..` in any decoding.
+
+    Behind a path-routing gateway, `../` would climb out of the tracking server's prefix carrying the user's token.
+    """
+    decoded = raw
+    for _ in range(5):
+        segments = decoded.replace("\\", "/").split("/")
+        if any(segment in (".", "..") for segment in segments):
+            raise ValueError("the path has . or .. segments")
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    else:
+        raise ValueError("the path is percent-encoded too many times")
+    return raw
 
 
 def response_headers(upstream: HTTPHeaders) -> Iterable[tuple[str, str]]:

@@ -133,7 +133,11 @@ class ProxyHandler(_MLflowHandler):
         if self.require_configured() is None:
             return
         prefix = self.ext.ui_path
-        self._path = (self.request.path or "")[len(prefix) :]
+        try:
+            self._path = forwarding.upstream_path((self.request.path or "")[len(prefix) :])
+        except ValueError as exc:
+            self.answer(400, pages.page("Bad path", str(exc)), code="INVALID_PARAMETER_VALUE", message=str(exc))
+            return
         try:
             token = await asyncio.to_thread(self.ext.session.access_token)
         except LoginRequired as exc:
@@ -183,6 +187,11 @@ class ProxyHandler(_MLflowHandler):
         query = forwarding.query_string(request.query)
         url = f"{self.ext.upstream}/{self._path}" + (f"?{query}" if query else "")
         headers = forwarding.request_headers(request.headers, token)
+        headers.update(
+            forwarding.forwarded_headers(
+                proto=request.protocol, host=request.host, client_ip=request.remote_ip or "", prefix=self.ext.ui_path
+            )
+        )
         if forwarding.is_ui_script(self._path) or overlay.is_ui_index(self._path):
             headers["Accept-Encoding"] = "identity"  # rewritten below, so we need the plain text
         has_body = int(request.headers.get("Content-Length", "0") or 0) > 0 or "Transfer-Encoding" in request.headers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client as http_client
+import json
 import uuid
 
 import pytest
@@ -137,6 +139,35 @@ def test_jupyter_credentials_and_browser_provenance_stay_behind(recorded_server,
     for name in ("cookie", "origin", "referer", "x-xsrftoken"):
         assert name not in headers
     assert seen["body"] == b'{"experiment_id": "0"}'
+
+
+def test_forwarding_headers_are_the_proxys_own_and_dot_segments_never_reach_upstream(
+    recorded_server, recording_upstream
+):
+    http = recorded_server.http()
+    claims = {"X-Forwarded-Prefix": "/evil", "X-Forwarded-Port": "1", "X-Real-IP": "10.0.0.2",
+              "X-Forwarded-Host": "evil.example", "Forwarded": "for=10.0.0.3"}  # fmt: skip
+    assert http.get(f"{recorded_server.ui_url}ajax-api/2.0/mlflow/runs/get", headers=claims, timeout=10).ok
+    headers = {k.lower(): v for k, v in recording_upstream.requests[-1]["headers"].items()}
+    assert headers["x-forwarded-prefix"] == recorded_server.base_url + "mlflow"
+    assert headers["x-forwarded-host"] == recorded_server.origin.split("://", 1)[1]
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    for name in ("x-forwarded-port", "x-real-ip", "forwarded"):
+        assert name not in headers
+
+    before = len(recording_upstream.requests)
+    for path in ("ajax-api/../../admin", "%2e%2e/%2e%2e/admin", "a/%252e%252e/b"):
+        # Sent byte for byte: requests would resolve the dots itself.
+        conn = http_client.HTTPConnection(recorded_server.origin.split("://", 1)[1], timeout=10)
+        conn.request(
+            "GET",
+            f"{recorded_server.base_url}mlflow/{path}",
+            headers={"Authorization": f"token {recorded_server.token}"},
+        )
+        answer = conn.getresponse()
+        assert (answer.status, json.loads(answer.read())["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), path
+        conn.close()
+    assert len(recording_upstream.requests) == before
 
 
 def test_redirects_from_upstream_stay_under_the_prefix(recorded_server):

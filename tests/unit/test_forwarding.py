@@ -6,11 +6,13 @@ import pytest
 from tornado.httputil import HTTPHeaders
 
 from mlflow_oidc_jupyter.server.forwarding import (
+    forwarded_headers,
     query_string,
     request_headers,
     response_headers,
     rewrite_location,
     rewrite_ui_script,
+    upstream_path,
 )
 
 UPSTREAM = "http://mlflow.internal:5000"
@@ -97,3 +99,47 @@ def test_upstream_cookies_and_hop_headers_never_reach_the_browser():
 def test_new_tab_links_of_the_ui_point_under_the_prefix():
     script = b"window.open(`/#/experiments/${id}`);const s=`/static`"
     assert rewrite_ui_script(script) == b"window.open(`./#/experiments/${id}`);const s=`/static`"
+
+
+BROWSER_CLAIMS = [
+    ("X-Forwarded-Prefix", "/evil"),
+    ("X-Forwarded-Port", "1"),
+    ("X-Forwarded-For", "10.0.0.1"),
+    ("X-Forwarded-Host", "evil.example"),
+    ("X-Forwarded-Proto", "https"),
+    ("x-forwarded-ssl", "on"),
+    ("X-Real-IP", "10.0.0.2"),
+    ("Forwarded", "for=10.0.0.3;host=evil.example"),
+    ("X-Original-URL", "/api/2.0/mlflow/experiments/delete"),
+    ("X-Original-URI", "/api/2.0/mlflow/experiments/delete"),
+    ("X-HTTP-Method-Override", "DELETE"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BROWSER_CLAIMS)
+def test_what_the_browser_claims_about_proxies_never_passes(name, value):
+    incoming = HTTPHeaders({name: value, "Accept": "application/json"})
+    assert dict(request_headers(incoming, "t").get_all()) == {"Accept": "application/json", "Authorization": "Bearer t"}
+
+
+def test_the_proxy_says_itself_where_the_ui_is_served():
+    assert forwarded_headers(proto="https", host="lab.example", client_ip="10.1.1.1", prefix=PREFIX) == {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "lab.example",
+        "X-Forwarded-For": "10.1.1.1",
+        "X-Forwarded-Prefix": "/user/alice/mlflow",
+    }
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../admin", "ajax-api/../../x", "%2e%2e/x", "%2E%2E%2Fx", "a/%252e%252e/b", "a/./b", "a\\..\\b", "..", "x/.."],
+)
+def test_dot_segments_in_any_decoding_are_refused(path):
+    with pytest.raises(ValueError, match="segments"):
+        upstream_path(path)
+
+
+@pytest.mark.parametrize("path", ["ajax-api/2.0/mlflow/runs/get", "static-files/a..b.js", "x/.hidden/y", "a%2Fb", ""])
+def test_ordinary_paths_pass_unchanged(path):
+    assert upstream_path(path) == path
