@@ -39,7 +39,12 @@ def _jupyterlab(endpoints: dict, port: int, run_dir: Path) -> JupyterProcess:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="./run demo", description=__doc__)
     parser.add_argument("--jupyter-port", type=int, default=int(os.environ.get("DEMO_JUPYTER_PORT", "8888")))
+    parser.add_argument(
+        "--jupyterhub", action="store_true", help="JupyterHub (people sign in at the hub) instead of JupyterLab"
+    )
     args = parser.parse_args()
+    if args.jupyterhub:
+        return _hub_demo(LocalStack(DEFAULT_RUN_DIR))
 
     stack = LocalStack(DEFAULT_RUN_DIR)
     jupyter: JupyterProcess | None = None
@@ -93,6 +98,48 @@ def main() -> int:
             jupyter.stop()
         stopped = stack.down()
         _say(f"stopped: {', '.join(['jupyterlab', *stopped]) if jupyter else ', '.join(stopped) or 'nothing'}")
+
+
+def _hub_demo(stack: LocalStack) -> int:
+    """The stack with JupyterHub: people sign in at the hub; MLflow works in their servers with no second sign-in."""
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        endpoints = stack.up(jupyterhub=True)
+        hub = endpoints["jupyterhub_url"]
+        users = "\n".join(
+            f"    {user:6} password {info['password']:18} role {', '.join(info['roles'])}"
+            for user, info in endpoints["users"].items()
+        )
+        print(
+            "\nmlflow-oidc-jupyter demo with JupyterHub is running "
+            f"(started in {endpoints['started_in_seconds']} s)\n\n"
+            f"  JupyterHub:      {hub}\n"
+            f"  MLflow UI:       {hub}user/<name>/mlflow/  (after signing in at the hub; no second sign-in)\n"
+            f"  MLflow tracking: {endpoints['mlflow_url']}  (identity-aware proxy: bearer token required)\n"
+            f"  OpenID Provider: {endpoints['issuer']}\n"
+            f"  Demo logins:\n{users}\n\n"
+            f"  In a notebook:   import mlflow; mlflow.log_metric('x', 1)   (no %mlflow_login needed)\n\n"
+            f"  Logs: {stack.layout.run_dir / 'logs'}      Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            if len(stack.running()) < len(stack.status()):
+                raise StackError(f"a stack component stopped; see the logs in {stack.layout.run_dir / 'logs'}")
+            time.sleep(0.5)
+        return 0
+    except StackError as exc:
+        _say(f"demo: {exc}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _say(f"stopped: {', '.join(stack.down()) or 'nothing'}")
 
 
 def _say(message: str) -> None:

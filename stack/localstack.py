@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlflow_oidc_jupyter.files import write_private
 
+from . import hubstack
 from .errors import StackError
 from .nginx.render import render_local
 from .ports import HOST, free_port, port_free
@@ -31,7 +32,11 @@ AUDIENCE = "mlflow"
 COMPONENTS = ("idp", "mlflow", "gate", "nginx")
 DEFAULT_PORTS = {"idp": 9000, "mlflow": 5001, "gate": 9100, "nginx": 8080}
 PORT_ENV = {name: f"STACK_{name.upper()}_PORT" for name in COMPONENTS}
-START_TIMEOUT = {"idp": 30.0, "mlflow": 90.0, "gate": 30.0, "nginx": 15.0}
+START_TIMEOUT = {"idp": 30.0, "mlflow": 90.0, "gate": 30.0, "nginx": 15.0, **hubstack.START_TIMEOUT}
+# With --jupyterhub: configurable-http-proxy and the hub, after the rest (stack/hubstack.py).
+ALL_COMPONENTS = COMPONENTS + hubstack.COMPONENTS
+DEFAULT_PORTS.update(hubstack.DEFAULT_PORTS)
+PORT_ENV.update({name: f"STACK_{name.upper().replace('-', '_')}_PORT" for name in hubstack.PORTS})
 
 # Demo logins: printed by the demo and written to endpoints.json; never use them outside this local stack.
 DEMO_USERS = {
@@ -111,9 +116,9 @@ class LocalStack:
 
     # ------------------------------------------------------------------ config
 
-    def _ports(self, free_ports: bool, requested: dict[str, int]) -> dict[str, int]:
+    def _ports(self, free_ports: bool, requested: dict[str, int], jupyterhub: bool = False) -> dict[str, int]:
         ports: dict[str, int] = {}
-        for name in COMPONENTS:
+        for name in COMPONENTS + (hubstack.PORTS if jupyterhub else ()):
             if name in requested:
                 ports[name] = requested[name]
             elif self._env.get(PORT_ENV[name]):
@@ -131,21 +136,27 @@ class LocalStack:
         return ports
 
     def _secrets(self) -> dict:
-        """Per-instance client secret, kept across restarts of the same run folder."""
+        """Per-instance client secrets and keys, kept across restarts of the same run folder."""
         try:
-            return json.loads(self.layout.secrets.read_text())
+            values = json.loads(self.layout.secrets.read_text())
         except FileNotFoundError:
-            values = {"ci-bot": secrets.token_urlsafe(32)}
+            values = {}
+        wanted = {"ci-bot": secrets.token_urlsafe(32), **hubstack.new_secrets()}
+        if not wanted.keys() <= values.keys():
+            values = {**wanted, **values}
             write_private(self.layout.secrets, json.dumps(values))
-            return values
+        return values
 
     def _write_config(self, ports: dict[str, int]) -> dict:
         issuer = f"http://{HOST}:{ports['idp']}"
-        bot_secret = self._secrets()["ci-bot"]
+        keys = self._secrets()
         clients = {
             "jupyter": {"client_id": "jupyter"},
-            "ci-bot": {"client_id": "ci-bot", "client_secret": bot_secret, "roles": ["Default"]},
+            "ci-bot": {"client_id": "ci-bot", "client_secret": keys["ci-bot"], "roles": ["Default"]},
         }
+        jupyterhub = "proxy" in ports
+        if jupyterhub:
+            clients[hubstack.CLIENT_ID] = hubstack.idp_client(ports, keys["jupyterhub"])
         idp_config = {
             "issuer": issuer,
             "port": ports["idp"],
@@ -167,7 +178,7 @@ class LocalStack:
             server_name=HOST,
         )
 
-        return {
+        endpoints = {
             "issuer": issuer,
             "audience": AUDIENCE,
             "mlflow_url": f"http://{HOST}:{ports['nginx']}",
@@ -178,10 +189,16 @@ class LocalStack:
             ),
             "gate_url": f"http://{HOST}:{ports['gate']}",
             "users": {name: {"password": u["password"], "roles": u["roles"]} for name, u in DEMO_USERS.items()},
-            "clients": {name: {k: v for k, v in c.items() if k != "roles"} for name, c in clients.items()},
+            "clients": {
+                name: {k: v for k, v in c.items() if k in ("client_id", "client_secret")} for name, c in clients.items()
+            },
             "ports": ports,
             "run_dir": str(self.layout.run_dir),
         }
+        if jupyterhub:
+            endpoints["jupyterhub_url"] = hubstack.hub_url(ports) + "/"
+            hubstack.write_settings(self.layout.run_dir, ports, endpoints, keys["jupyterhub"])
+        return endpoints
 
     # ------------------------------------------------------------------ components
 
@@ -220,10 +237,14 @@ class LocalStack:
         if name == "nginx":
             conf = run / "nginx" / "nginx.conf"
             return [_require("nginx"), "-p", str(run / "nginx"), "-c", str(conf), "-g", "daemon off;"], env
+        if name in hubstack.COMPONENTS:
+            return hubstack.command(name, run, ports, self._secrets(), env)
         raise StackError(f"unknown component {name!r}; components are {', '.join(COMPONENTS)}")
 
     def _health_url(self, name: str, endpoints: dict) -> str:
         ports = endpoints["ports"]
+        if name in hubstack.COMPONENTS:
+            return hubstack.health_url(name, ports)[0]
         return {
             "idp": f"{endpoints['issuer']}/.well-known/openid-configuration",
             "mlflow": f"http://{HOST}:{ports['mlflow']}/health" if self._mlflow_tcp else "/health",
@@ -250,22 +271,34 @@ class LocalStack:
             running=lambda: alive(entry),
             log_path=Path(entry["log"]),
             timeout=START_TIMEOUT[name],
-            expected={401} if name == "nginx" else {200},
+            expected=hubstack.health_url(name, endpoints["ports"])[1]
+            if name in hubstack.COMPONENTS
+            else {401}
+            if name == "nginx"
+            else {200},
             probe=(lambda: unix_http_status(self.layout.mlflow_socket, url)) if url.startswith("/") else None,
         )
 
     # ------------------------------------------------------------------ commands
 
-    def up(self, free_ports: bool = False, ports: dict[str, int] | None = None) -> dict:
-        """Start every component, wait until all are healthy, write endpoints.json; undo everything on failure."""
+    def up(self, free_ports: bool = False, ports: dict[str, int] | None = None, jupyterhub: bool = False) -> dict:
+        """Start every component, wait until all are healthy, write endpoints.json; undo everything on failure.
+
+        `jupyterhub`: also configurable-http-proxy and JupyterHub, signing people in at the IdP.
+        """
         if self.running():
             raise StackError(f"the stack in {self.layout.run_dir} is already running: `stack/run down` first")
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.layout.run_dir, 0o700)
         _ensure_idp_installed()
+        if jupyterhub:
+            try:
+                hubstack.ensure_proxy_installed()
+            except RuntimeError as exc:
+                raise StackError(str(exc)) from None
         self.layout.endpoints.unlink(missing_ok=True)
         self._write_state({"components": {}})
-        endpoints = self._write_config(self._ports(free_ports, ports or {}))
+        endpoints = self._write_config(self._ports(free_ports, ports or {}, jupyterhub))
         timings: dict[str, float] = {}
         began = time.monotonic()
         try:
@@ -277,6 +310,9 @@ class LocalStack:
             timings["mlflow"] = self._wait_healthy("mlflow", launched["mlflow"], endpoints)
             launched["nginx"] = self._launch("nginx", endpoints)
             timings["nginx"] = self._wait_healthy("nginx", launched["nginx"], endpoints)
+            for name in hubstack.COMPONENTS if jupyterhub else ():
+                launched[name] = self._launch(name, endpoints)
+                timings[name] = self._wait_healthy(name, launched[name], endpoints)
         except BaseException:
             self.down()
             raise
@@ -289,29 +325,41 @@ class LocalStack:
         """Stop every component this run folder started, in reverse order; return the names stopped."""
         state = self._read_state()
         stopped = []
-        for name in reversed(COMPONENTS):
+        for name in reversed(ALL_COMPONENTS):
             entry = state["components"].get(name)
             if entry and alive(entry):
                 _stop(name, entry)
                 stopped.append(name)
+        if hubstack.stop_user_servers(self.layout.run_dir):
+            stopped.insert(0, "user servers")
         # The entries stay (their processes are gone): `status` and tests can still see what ran and where it logged.
         self.layout.endpoints.unlink(missing_ok=True)
         return stopped
 
-    def restart(self, name: str) -> float:
-        """Stop and start one component on the same port (e.g. the IdP after its keys file is replaced)."""
-        if name not in COMPONENTS:
-            raise StackError(f"unknown component {name!r}; components are {', '.join(COMPONENTS)}")
+    def restart(self, name: str, while_stopped: Callable[[], None] | None = None) -> float:
+        """Stop and start one component on the same port (e.g. the IdP after its keys file is replaced).
+
+        `while_stopped` runs between stop and start (e.g. a test changing the IdP's stored grants).
+        """
         endpoints = self.endpoints()
+        if name not in COMPONENTS and not (name in hubstack.COMPONENTS and "jupyterhub_url" in endpoints):
+            raise StackError(f"unknown component {name!r}; components are {', '.join(self._components())}")
         entry = self._read_state()["components"].get(name)
         if entry:
             _stop(name, entry)
+        if while_stopped is not None:
+            while_stopped()
         return self._wait_healthy(name, self._launch(name, endpoints), endpoints)
+
+    def _components(self) -> tuple[str, ...]:
+        """The components this run folder starts: the hub's too when it was started with them."""
+        recorded = self._read_state()["components"]
+        return ALL_COMPONENTS if any(name in recorded for name in hubstack.COMPONENTS) else COMPONENTS
 
     def status(self) -> list[tuple[str, str, dict | None]]:
         components = self._read_state()["components"]
         rows = []
-        for name in COMPONENTS:
+        for name in self._components():
             entry = components.get(name)
             rows.append((name, "running" if entry and alive(entry) else "stopped", entry))
         return rows
@@ -360,8 +408,9 @@ def _parse_ports(values: list[str]) -> dict[str, int]:
     ports = {}
     for value in values:
         name, _, port = value.partition("=")
-        if name not in COMPONENTS or not port.isdigit():
-            raise StackError(f"--port takes COMPONENT=PORT with COMPONENT in {', '.join(COMPONENTS)}, got {value!r}")
+        if name not in COMPONENTS + hubstack.PORTS or not port.isdigit():
+            names = ", ".join(COMPONENTS + hubstack.PORTS)
+            raise StackError(f"--port takes COMPONENT=PORT with COMPONENT in {names}, got {value!r}")
         ports[name] = int(port)
     return ports
 
@@ -375,18 +424,21 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start everything and wait until healthy")
     up.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed defaults")
     up.add_argument("--port", action="append", default=[], metavar="COMPONENT=PORT", help="e.g. nginx=8081")
+    up.add_argument("--jupyterhub", action="store_true", help="also JupyterHub (and its proxy), signing in at the IdP")
     sub.add_parser("down", help="stop everything this run folder started")
     sub.add_parser("status", help="what runs, on which ports")
     sub.add_parser("env", help="print the export lines that point MLflow and mlflow-oidc at this stack")
     restart = sub.add_parser("restart", help="restart one component")
-    restart.add_argument("component", choices=COMPONENTS)
+    restart.add_argument("component", choices=ALL_COMPONENTS)
     args = parser.parse_args(argv)
 
     stack = LocalStack(args.run_dir)
     try:
         if args.command == "up":
-            endpoints = stack.up(free_ports=args.free_ports, ports=_parse_ports(args.port))
+            endpoints = stack.up(free_ports=args.free_ports, ports=_parse_ports(args.port), jupyterhub=args.jupyterhub)
             print(f"MLflow (through the proxy): {endpoints['mlflow_url']}")
+            if "jupyterhub_url" in endpoints:
+                print(f"JupyterHub:                 {endpoints['jupyterhub_url']}")
             print(f"OpenID Provider:            {endpoints['issuer']}")
             for user, info in endpoints["users"].items():
                 print(f"login: {user} / {info['password']} ({', '.join(info['roles'])})")

@@ -38,10 +38,30 @@ def get_default_session(settings: Settings | None = None) -> DefaultSession:
     global _default
     with _lock:
         if _default is None:
-            session = Session(settings or Settings.load())
-            session.load_cached()
-            _default = session
+            _default = _session_for_this_process(settings or Settings.load())
         return _default
+
+
+def _session_for_this_process(settings: Settings) -> DefaultSession:
+    """A kernel of a Jupyter server with the extension uses the server's session through its broker (one sign-in,
+    one refresher; under JupyterHub the server's session is the hub's); anything else its own, from the cache."""
+    from ..kernel.broker import BrokerSession, broker_from_env  # a kernel-only path: imported only when used
+
+    broker = broker_from_env()
+    if broker is not None and _server_provider_is(settings):
+        return BrokerSession(settings, *broker)
+    session = Session(settings)
+    session.load_cached()
+    return session
+
+
+def _server_provider_is(settings: Settings) -> bool:
+    """The server exports its issuer and client to its kernels; its session serves only kernels that want those."""
+    server_issuer = os.environ.get("MLFLOW_OIDC_ISSUER", "").rstrip("/")
+    server_client = os.environ.get("MLFLOW_OIDC_CLIENT_ID", "")
+    return (not server_issuer or server_issuer == settings.issuer) and (
+        not server_client or server_client == settings.client_id
+    )
 
 
 def set_default_session(session: DefaultSession | None) -> DefaultSession | None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 from typing import Any
+from urllib.parse import quote
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
@@ -13,6 +14,7 @@ from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, List, Unicode
 
 from ..errors import ConfigError, OIDCError
+from ..hub.session import HubEndpoint, HubSession
 from ..oidc.session import Session
 from ..settings import Settings
 from . import broker
@@ -77,13 +79,16 @@ class MLflowOIDC(ExtensionApp):
     ).tag(config=True)
 
     def initialize_settings(self) -> None:
-        self.session: Session | None = None
+        self.session: Session | HubSession | None = None
+        self.hub: HubEndpoint | None = None
         self.oidc_settings: Settings | None = None
         self.config_problem: str | None = None
         self.broker_secret = secrets.token_urlsafe(32)
         self.pending = PendingSignIns()
         self.prefix = self.prefix.strip("/") or "mlflow"
         try:
+            # Started by a hub with `configure_hub`: the hub signed the user in and keeps the tokens.
+            self.hub = HubEndpoint.from_env()
             self.oidc_settings = Settings.load(
                 issuer=self.issuer,
                 client_id=self.client_id,
@@ -97,7 +102,7 @@ class MLflowOIDC(ExtensionApp):
                 raise ConfigError(
                     "Setting `upstream_url` is missing: set c.MLflowOIDC.upstream_url or MLFLOW_TRACKING_URI."
                 )
-            self.session = Session(self.oidc_settings)
+            self.session = HubSession(self.oidc_settings, self.hub) if self.hub else Session(self.oidc_settings)
         except OIDCError as exc:
             self.config_problem = str(exc)
             self.log.warning("MLflow UI at /%s/ is not configured: %s", self.prefix, exc)
@@ -127,6 +132,12 @@ class MLflowOIDC(ExtensionApp):
         """Absolute path (no origin) of one of our URLs under the server's base_url."""
         assert self.serverapp is not None
         return url_path_join(self.serverapp.base_url, self.prefix, *parts)
+
+    def hub_path(self, page: str, next_path: str | None = None) -> str:
+        """A page of the hub (`login`, `logout`) on the origin the browser uses; `next` brings people back."""
+        base = os.environ.get("JUPYTERHUB_BASE_URL", "/")
+        path = url_path_join(base, "hub", page)
+        return f"{path}?next={quote(next_path, safe='')}" if next_path else path
 
     def initialize_handlers(self) -> None:
         p = self.prefix

@@ -80,6 +80,10 @@ class LoginHandler(_SignInHandler):
         if session is None:
             return
         next_path = safe_next(self.ext, self.get_argument("next", None))
+        if self.ext.hub is not None:
+            # Under JupyterHub people sign in at the hub, which holds their tokens; never a second client here.
+            self.redirect(next_path if session.identity is not None else self.ext.hub_path("login", next_path))
+            return
         if self.get_argument("reuse", "") and session.identity is not None:
             # The launcher's way in: signed in already, so straight to the page; else straight to the provider.
             self.redirect(next_path)
@@ -113,6 +117,8 @@ class CallbackHandler(_SignInHandler):
         session = self.require_configured()
         if session is None:
             return
+        if self.ext.hub is not None:
+            raise web.HTTPError(404, "Under JupyterHub, sign-in is at the hub.")
         state = self.get_argument("state", "")
         cookie = self.get_signed_cookie(SIGNIN_COOKIE, max_age_days=1)
         started = self.ext.pending.pop(state) if state else None
@@ -162,6 +168,10 @@ class LogoutHandler(_SignInHandler):
     async def post(self) -> None:
         session = self.require_configured()
         if session is None:
+            return
+        if self.ext.hub is not None:
+            session.logout()
+            self.redirect(self.ext.hub_path("logout"))  # the hub ends the session for the UI and every kernel
             return
         back = self.origin() + self.ext.public_path("oauth", "logout")
         try:

@@ -105,6 +105,16 @@ const provider = new Provider(config.issuer, {
       response_types: [],
       redirect_uris: [],
     },
+    ...config.webClients.map((client) => ({
+      client_id: client.clientId,
+      client_name: client.name,
+      client_secret: client.clientSecret,
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: client.grantTypes,
+      response_types: ['code'],
+      redirect_uris: client.redirectUris,
+      post_logout_redirect_uris: client.postLogoutRedirectUris,
+    })),
   ],
   claims: {
     openid: ['sub'],

@@ -72,8 +72,26 @@ export function readConfig(path) {
     email: user.email ?? `${username}@example.org`,
     name: user.name ?? username,
   }));
+  // Confidential web clients (e.g. a JupyterHub): every one with its exact redirect URIs, never a pattern.
+  const webClients = Object.entries(config.clients)
+    .filter(([, client]) => Array.isArray(client.redirect_uris))
+    .map(([name, client]) => {
+      if (!client.client_secret) throw new Error(`IDP_CONFIG client "${name}" needs a client_secret`);
+      for (const uri of [...client.redirect_uris, ...(client.post_logout_redirect_uris ?? [])]) {
+        if (uri.includes('*')) throw new Error(`IDP_CONFIG client "${name}": no wildcard redirect URIs (${uri})`);
+      }
+      return {
+        clientId: client.client_id ?? name,
+        name: client.client_name ?? name,
+        clientSecret: client.client_secret,
+        redirectUris: client.redirect_uris,
+        postLogoutRedirectUris: client.post_logout_redirect_uris ?? [],
+        grantTypes: client.grant_types ?? ['authorization_code', 'refresh_token'],
+      };
+    });
   return {
     issuer: issuer.origin,
+    webClients,
     port: Number(config.port),
     keysFile: config.keys_file,
     stateFile: config.state_file ?? join(dirname(config.keys_file), 'idp-state.json'),
