@@ -62,8 +62,8 @@ class Stack:
     def password(self, user: str) -> str:
         return self.endpoints["users"][user]["password"]
 
-    def restart(self, component: str) -> None:
-        self.local.restart(component)
+    def restart(self, component: str, while_stopped: Callable[[], None] | None = None) -> None:
+        self.local.restart(component, while_stopped)
 
     def access_log(self, until: str | None = None, timeout: float = 10.0) -> str:
         """nginx's access log; with `until`, first wait for a line containing it (nginx logs after it answered)."""
@@ -90,10 +90,10 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
     """Start a stack with extra environment (e.g. short TTLs); every stack started is stopped at session end."""
     started: list[LocalStack] = []
 
-    def make(env: dict[str, str] | None = None, name: str = "stack") -> Stack:
+    def make(env: dict[str, str] | None = None, name: str = "stack", jupyterhub: bool = False) -> Stack:
         local = LocalStack(tmp_path_factory.mktemp(name), env=env, log=lambda _message: None)
         started.append(local)
-        endpoints = local.up(free_ports=True)
+        endpoints = local.up(free_ports=True, jupyterhub=jupyterhub)
         return Stack(local, endpoints)
 
     try:

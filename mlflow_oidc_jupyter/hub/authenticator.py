@@ -61,6 +61,10 @@ class MLflowOIDCAuthenticator(GenericOAuthenticator):
     def _login_service_default(self) -> str:
         return "your organisation's sign-in"
 
+    @default("basic_auth")
+    def _basic_auth_default(self) -> bool:
+        return True  # client_secret_basic, as the package's own client uses for refresh and revocation
+
     @default("enable_auth_state")
     def _enable_auth_state_default(self) -> bool:
         return True
@@ -98,7 +102,7 @@ class MLflowOIDCAuthenticator(GenericOAuthenticator):
     def keeper(self) -> TokenKeeper:
         """The one place the hub refreshes tokens (per user, single-flight)."""
         if getattr(self, "_keeper", None) is None:
-            self._keeper = TokenKeeper(OIDCClient(self.settings))
+            self._keeper = TokenKeeper(OIDCClient(self.settings), log=self.log)
         return self._keeper
 
     def get_handlers(self, app: Any) -> list[tuple[str, Any]]:

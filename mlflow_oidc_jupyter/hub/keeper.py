@@ -72,8 +72,11 @@ def fingerprint(token: str) -> str:
 class TokenKeeper:
     """Hands out fresh access tokens from each user's auth_state; refreshes single-flight per user, in the hub."""
 
-    def __init__(self, client: OIDCClient, login_hint: str = "Sign in at the hub again.") -> None:
+    def __init__(
+        self, client: OIDCClient, login_hint: str = "Sign in at the hub again.", log: logging.Logger | None = None
+    ) -> None:
         self.client = client
+        self.log = log or logger
         self.login_hint = login_hint
         self._locks: dict[str, asyncio.Lock] = {}
         #: Refreshes made at the provider, per user (for tests and the hub's log).
@@ -110,7 +113,7 @@ class TokenKeeper:
             fresh = await asyncio.to_thread(self.client.refresh, tokens)
         except ProviderError as exc:
             if exc.transient or exc.error not in PERMANENT_ERRORS:
-                logger.warning("MLflow token refresh for %s failed, may pass: %s", user.name, exc)
+                self.log.warning("MLflow token refresh for %s failed, may pass: %s", user.name, exc)
                 if tokens.expires_in() > 0:
                     return tokens
                 raise KeeperRefusal(502, "refresh_failed", f"{exc} Try again shortly.") from None
@@ -123,7 +126,7 @@ class TokenKeeper:
             raise KeeperRefusal(502, "refresh_failed", f"{exc} Try again shortly.") from None
         await user.save_auth_state(with_tokens(auth_state, fresh))
         self.refresh_count[user.name] = self.refresh_count.get(user.name, 0) + 1
-        logger.info("MLflow tokens of %s refreshed", user.name)
+        self.log.info("MLflow tokens of %s refreshed", user.name)
         return fresh
 
     def _ended(self, error: str | None) -> str:
@@ -143,5 +146,5 @@ class TokenKeeper:
             try:
                 await asyncio.to_thread(self.client.revoke, tokens.refresh_token)
             except OIDCError as exc:
-                logger.warning("Could not revoke the refresh token of %s: %s", user.name, exc)
+                self.log.warning("Could not revoke the refresh token of %s: %s", user.name, exc)
         return tokens
