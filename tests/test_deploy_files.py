@@ -440,18 +440,20 @@ def test_jupyter_is_a_public_pkce_client_with_browser_and_device_flows(realm):
     assert jupyter["webOrigins"] == ["+"]
 
 
-def test_jupyter_redirect_uris_cover_loopback_jupyter_and_jupyterhub_only(realm):
+def test_jupyter_redirect_uris_are_exact_loopback_and_jupyter_callbacks(realm):
     valid = [
         uri.replace("${JUPYTER_SERVER_NAME}", "jupyter.example.org") for uri in client(realm, "jupyter")["redirectUris"]
     ]
     for accepted in (
-        "http://127.0.0.1:53127/callback",
-        "http://127.0.0.1:8765/",
+        "http://127.0.0.1:53127/oauth/callback",
+        "http://127.0.0.1:8888/mlflow/oauth/callback",
         "https://jupyter.example.org/mlflow/oauth/callback",
-        "https://jupyter.example.org/user/alice/mlflow/oauth/callback",
     ):
         assert keycloak_accepts(accepted, valid), accepted
+    assert not any("*" in uri for uri in valid)  # exact URIs only (issue 14: a wildcard gave codes away)
     for refused in (
+        "https://jupyter.example.org/user/alice/mlflow/oauth/callback",  # under JupyterHub the hub signs in
+        "http://127.0.0.1:8765/somewhere/else",
         "https://evil.example/mlflow/oauth/callback",
         "http://jupyter.example.org/mlflow/oauth/callback",
         "https://jupyter.example.org/lab",
@@ -461,8 +463,18 @@ def test_jupyter_redirect_uris_cover_loopback_jupyter_and_jupyterhub_only(realm)
         assert not keycloak_accepts(refused, valid), refused
 
 
+def test_jupyterhub_is_a_confidential_client_with_the_hubs_exact_callback(realm):
+    hub = client(realm, "jupyterhub")
+    assert hub["publicClient"] is False and hub["secret"] == "${JUPYTERHUB_CLIENT_SECRET}"
+    assert hub["standardFlowEnabled"] is True and not hub["directAccessGrantsEnabled"]
+    assert hub["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert hub["redirectUris"] == ["https://${JUPYTER_SERVER_NAME}/hub/oauth_callback"]
+    assert hub["attributes"]["post.logout.redirect.uris"] == "https://${JUPYTER_SERVER_NAME}/hub/login"
+    assert "offline_access" in hub["optionalClientScopes"]
+
+
 def test_access_tokens_carry_audience_mlflow_roles_and_username(realm):
-    for client_id in ("jupyter", "ci-bot"):
+    for client_id in ("jupyter", "jupyterhub", "ci-bot"):
         rep = client(realm, client_id)
         assert audience_of(rep) == "mlflow"
         config = role_mapper(rep)["config"]
@@ -485,7 +497,7 @@ def test_ci_bot_is_an_optional_confidential_client_with_role_default(realm, comp
 
 def test_realm_placeholders_are_given_to_keycloak_by_compose(compose):
     placeholders = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", REALM.read_text()))
-    assert placeholders == {"JUPYTER_SERVER_NAME", "CI_BOT_CLIENT_SECRET"}
+    assert placeholders == {"JUPYTER_SERVER_NAME", "CI_BOT_CLIENT_SECRET", "JUPYTERHUB_CLIENT_SECRET"}
     assert placeholders <= set(environment(compose["services"]["keycloak"]))
 
 

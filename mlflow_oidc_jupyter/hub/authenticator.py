@@ -132,7 +132,7 @@ class MLflowOIDCAuthenticator(GenericOAuthenticator):
         return with_tokens(state, await self._validated(token_info))
 
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> bool:
-        """Through the keeper (never a second refresher): False only when the provider ended the session."""
+        """Through the keeper (never a second refresher): False when only a new sign-in at the hub helps."""
         if not self.enable_auth_state:
             return True
         auth_state = await user.get_auth_state()
@@ -141,5 +141,6 @@ class MLflowOIDCAuthenticator(GenericOAuthenticator):
         try:
             await self.keeper.access_token(user)
         except KeeperRefusal as exc:
-            return exc.error != "login_required"
+            # A new sign-in is the only way on when the session ended or cannot be renewed; a flaky provider is not.
+            return exc.error == "refresh_failed"
         return True

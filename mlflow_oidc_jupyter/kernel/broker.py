@@ -159,7 +159,7 @@ class BrokerSession(ObservableSession):
                     self._token = None
                 self._set_state(
                     SessionState.LOGIN_REQUIRED if was_signed_in else SessionState.SIGNED_OUT,
-                    "The Jupyter server is not signed in to MLflow.",
+                    f"The Jupyter server is not signed in to MLflow: {message}",
                 )
                 raise LoginRequired(f"The Jupyter server is not signed in to MLflow ({message}).")
             if response.status_code == 502:

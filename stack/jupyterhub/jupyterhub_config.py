@@ -20,6 +20,7 @@ configure_hub(
     audience=stack["audience"],
 )
 c.Authenticator.allow_all = True  # everyone the local IdP signs in (the demo users)
+c.MLflowOIDCAuthenticator.enable_auth_state = stack.get("enable_auth_state", True)  # tests turn it off
 
 # Loopback only; the proxy runs as its own process so that a hub restart leaves routes and servers alone.
 c.JupyterHub.bind_url = stack["hub_url"]

@@ -93,7 +93,7 @@ def api_token(context: Any, hub: str, name: str) -> str:
     return answer.json()["token"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hub_users(hub_stack, chromium) -> Iterator[dict[str, HubUser]]:
     """alice and bob, each signed in at the hub in a browser context of their own."""
     contexts = []
@@ -107,6 +107,18 @@ def hub_users(hub_stack, chromium) -> Iterator[dict[str, HubUser]]:
     finally:
         for context in contexts:
             context.close()
+
+
+def sign_in_again(user: HubUser, hub_stack: Any) -> None:
+    """The hub login page's "Sign in" again: to the IdP (which asks for the password only without a session)."""
+    page = user.page
+    page.goto(f"{user.hub}/hub/oauth_login?next=/hub/home")
+    page.wait_for_url(lambda url: url.startswith(f"{user.hub}/hub/home") or "/interaction/" in url, timeout=60_000)
+    if "/interaction/" in page.url:
+        page.fill("#username", user.name)
+        page.fill("#password", hub_stack.password(user.name))
+        page.click("button[type=submit]")
+    page.wait_for_url(f"{user.hub}/hub/home**", timeout=60_000)
 
 
 def idp_log_lines(hub_stack: Any, *needles: str) -> list[str]:
