@@ -55,8 +55,7 @@ def configure_hub(
     c.JupyterHub.load_roles = list(roles.values())
 
     # What each single-user server needs: take the session from the hub, and where MLflow and the provider are.
-    c.Spawner.environment = {
-        **_existing(c.Spawner, "environment", {}),
+    environment = {
         HUB_SESSION_ENV: "1",
         "MLFLOW_OIDC_ISSUER": issuer,
         "MLFLOW_OIDC_CLIENT_ID": client_id,
@@ -64,6 +63,10 @@ def configure_hub(
         "MLFLOW_TRACKING_AUTH": "oidc",
         **({"MLFLOW_OIDC_AUDIENCE": audience} if audience else {}),
     }
+    # A spawner's own section (e.g. Zero to JupyterHub's c.KubeSpawner.environment) wins over c.Spawner: add there too.
+    sections = ["Spawner", *(name for name in c if name.endswith("Spawner") and "environment" in c[name])]
+    for name in dict.fromkeys(sections):
+        c[name].environment = {**_existing(c[name], "environment", {}), **environment}
 
 
 def _existing(section: Any, name: str, empty: Any) -> Any:

@@ -243,7 +243,10 @@ class KernelLogin:
         if session.load_cached():
             return
         url = session.login_url or server_paths(session.url)[0]
-        self._each(lambda p: p.link_prompt(url, "Sign in through this Jupyter server (used by the MLflow UI too)."))
+        # Why the server has no session (under JupyterHub: the hub's reason, e.g. its provider setup) comes first.
+        why = session.snapshot().message
+        hint = "Sign in through this Jupyter server (used by the MLflow UI too)."
+        self._each(lambda p: p.link_prompt(url, f"{why} {hint}" if why else hint))
         deadline = time.monotonic() + SIGN_IN_TIMEOUT
         while not self._cancel.wait(BROKER_POLL):
             if time.monotonic() > deadline:
