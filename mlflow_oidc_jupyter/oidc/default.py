@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import ConfigError
+from ..hub.contract import HUB_SESSION_ENV
 from ..settings import Settings
 from .observable import Listener, SessionSnapshot
 from .session import Session
@@ -43,13 +44,14 @@ def get_default_session(settings: Settings | None = None) -> DefaultSession:
 
 
 def _session_for_this_process(settings: Settings) -> DefaultSession:
-    """A kernel of a Jupyter server with the extension uses the server's session through its broker (one sign-in,
-    one refresher; under JupyterHub the server's session is the hub's); anything else its own, from the cache."""
-    from ..kernel.broker import BrokerSession, broker_from_env  # a kernel-only path: imported only when used
+    """Under JupyterHub a kernel uses its server's session through the broker (the hub signed the user in and
+    refreshes; never a token cache that may hold someone else); anything else its own session, from the cache."""
+    if os.environ.get(HUB_SESSION_ENV) == "1":
+        from ..kernel.broker import BrokerSession, broker_from_env  # a kernel-only path: imported only when used
 
-    broker = broker_from_env()
-    if broker is not None and _server_provider_is(settings):
-        return BrokerSession(settings, *broker)
+        broker = broker_from_env()
+        if broker is not None and _server_provider_is(settings):
+            return BrokerSession(settings, *broker)
     session = Session(settings)
     session.load_cached()
     return session
