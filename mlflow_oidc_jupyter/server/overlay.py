@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
-from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
+
+from .handlers import MLflowHandler
 
 #: Route of the script under the UI's path (our `oauth/` namespace, never an MLflow route).
 SCRIPT_ROUTE = "oauth/ui-overlay.js"
@@ -32,11 +32,8 @@ def script() -> bytes:
     return resources.files(__package__).joinpath("static").joinpath("ui-overlay.js").read_bytes()
 
 
-class OverlayScriptHandler(JupyterHandler):
+class OverlayScriptHandler(MLflowHandler):
     """Serves the overlay script to signed-in Jupyter users (it holds nothing secret, but lives under our path)."""
-
-    def initialize(self, ext: Any) -> None:
-        self.ext = ext
 
     @web.authenticated
     def get(self) -> None:

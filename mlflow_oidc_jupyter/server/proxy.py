@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil, web
 from tornado.httpclient import HTTPRequest, HTTPResponse
+from tornado.simple_httpclient import HTTPTimeoutError
 
 from ..errors import LoginRequired, OIDCError
 from . import forwarding, overlay, pages
+from .handlers import MLflowHandler, is_navigation
 
 #: Request body chunks (64 KiB each from tornado) held between browser and upstream: back-pressure beyond this.
 BODY_QUEUE_CHUNKS = 16
@@ -33,56 +34,7 @@ class ClientGone(Exception):
     """The browser went away before its request body was complete."""
 
 
-def is_navigation(request: httputil.HTTPServerRequest) -> bool:
-    """A page load in the browser (not the UI's own fetch): errors become readable pages instead of JSON."""
-    mode = request.headers.get("Sec-Fetch-Mode")
-    if mode is not None:
-        return mode == "navigate"
-    return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
-
-
-class _MLflowHandler(JupyterHandler):
-    """Shared parts of our handlers: the extension app, JSON or page answers, our URLs."""
-
-    #: Handlers that only browsers visit answer errors with pages, whatever the request looks like.
-    pages_only = False
-
-    def initialize(self, ext: Any) -> None:
-        self.ext = ext
-
-    def compute_etag(self) -> str | None:
-        return None  # upstream's validators (or none) are the truth, not a hash of what we buffered
-
-    def login_url(self, next_path: str | None = None) -> str:
-        url = self.ext.public_path("oauth", "login")
-        return f"{url}?next={quote(next_path, safe='')}" if next_path else url
-
-    def answer(self, status: int, html: str | None, *, code: str, message: str) -> None:
-        """A page for people, MLflow-style JSON for the UI's fetches and for scripts."""
-        self.clear()
-        self.set_status(status)
-        self.set_header("Cache-Control", "no-store")
-        if html is not None and (self.pages_only or is_navigation(self.request)):
-            self.set_header("Content-Type", "text/html; charset=utf-8")
-            self.finish(html)
-        else:
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"error_code": code, "message": message}))
-
-    def require_configured(self) -> Any:
-        """The server's session, or None after answering that the extension lacks settings."""
-        if self.ext.session is None:
-            self.answer(
-                503,
-                pages.not_configured(self.ext.config_problem or ""),
-                code="TEMPORARILY_UNAVAILABLE",
-                message=f"MLflow UI not configured: {self.ext.config_problem}",
-            )
-            return None
-        return self.ext.session
-
-
-class SlashRedirectHandler(_MLflowHandler):
+class SlashRedirectHandler(MLflowHandler):
     """`/mlflow` → `/mlflow/`: the UI's relative URLs only resolve under the trailing slash."""
 
     @web.authenticated
@@ -92,7 +44,7 @@ class SlashRedirectHandler(_MLflowHandler):
 
 
 @web.stream_request_body
-class ProxyHandler(_MLflowHandler):
+class ProxyHandler(MLflowHandler):
     """Authenticated Jupyter user in, bearer token of the server session upstream; bodies stream both ways."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -109,7 +61,7 @@ class ProxyHandler(_MLflowHandler):
         self._path = ""
 
     def flush(self, include_footers: bool = False) -> Any:
-        if not self._headers_written and self._upstream is None:
+        if self._upstream is None:
             # Answered before the request body was read (refused, signed out, redirected): tornado closes the
             # connection after such an answer, so say so, or a client reusing it gets "connection reset".
             self.set_header("Connection", "close")
@@ -120,9 +72,9 @@ class ProxyHandler(_MLflowHandler):
     async def prepare(self) -> None:  # type: ignore[override]
         # Jupyter's own checks first: identity, host, and for unsafe methods XSRF token and Origin.
         await super().prepare()
-        if self._finished:
-            return
         if not self.current_user:
+            if not self.settings.get("allow_unauthenticated_access", False):
+                return  # Jupyter itself sent the browser to its login page (or refused), as for every handler
             # Handlers without @web.authenticated are public since jupyter_server 2.13; the upstream request
             # starts here, before any method runs, so the method decorators alone would come too late.
             if self.request.method in ("GET", "HEAD"):
@@ -317,9 +269,9 @@ class ProxyHandler(_MLflowHandler):
             self._unreachable(error)
         elif error is not None:
             # Broke off mid-body: closing tells the browser the download failed instead of finishing it short.
+            # (tornado's own finish afterwards writes nothing to the closed connection).
             self.log.warning("MLflow proxy: upstream response for /%s broke off: %s", self._path, error)
             self.request.connection.close()  # type: ignore[union-attr]
-            self._finished = True
         elif self._mode == "page":
             assert self._upstream_status is not None
             self._error_page(self._upstream_status.code)
@@ -327,15 +279,14 @@ class ProxyHandler(_MLflowHandler):
             self.finish(forwarding.rewrite_ui_script(b"".join(self._held)))
         elif self._mode == "inject":
             self.finish(overlay.inject(b"".join(self._held), self.ext.public_path(overlay.SCRIPT_ROUTE)))
-        elif not self._finished:
+        else:
             self.finish()
 
     def _unreachable(self, error: BaseException) -> None:
         if isinstance(error, ClientGone) or self.request.connection.stream.closed():  # type: ignore[union-attr]
-            self._finished = True
-            return
+            return  # nobody to answer; tornado's own finish writes nothing to the closed connection
         reason = f"{type(error).__name__}: {error}"
-        status = 504 if "Timeout" in type(error).__name__ else 502
+        status = 504 if isinstance(error, (HTTPTimeoutError, TimeoutError)) else 502
         self.log.warning("MLflow proxy: tracking server %s unreachable: %s", self.ext.upstream, reason)
         self.answer(
             status,
@@ -353,32 +304,10 @@ class ProxyHandler(_MLflowHandler):
         html = pages.upstream_error(status, self.login_url(self.ext.ui_path), detail)
         self.answer(status, html, code="UPSTREAM_ERROR", message=detail or f"HTTP {status}")
 
-    # -- methods (prepare() did the checks; these only wait for the streams) -----------------------------------
+    # -- methods (prepare() did the checks and started the streams; every method only waits for them) ---------
 
     @web.authenticated
     async def get(self, path: str) -> None:
         await self._relay()
 
-    @web.authenticated
-    async def head(self, path: str) -> None:
-        await self._relay()
-
-    @web.authenticated
-    async def post(self, path: str) -> None:
-        await self._relay()
-
-    @web.authenticated
-    async def put(self, path: str) -> None:
-        await self._relay()
-
-    @web.authenticated
-    async def patch(self, path: str) -> None:
-        await self._relay()
-
-    @web.authenticated
-    async def delete(self, path: str) -> None:
-        await self._relay()
-
-    @web.authenticated
-    async def options(self, path: str) -> None:
-        await self._relay()
+    head = post = put = patch = delete = options = get

@@ -14,7 +14,7 @@ from tornado import web
 from ..errors import OIDCError
 from ..oidc.client import PendingAuthorization
 from . import pages
-from .proxy import _MLflowHandler, is_navigation
+from .handlers import MLflowHandler, is_navigation
 
 #: How long a started sign-in may take at the identity provider.
 PENDING_TTL = 600.0
@@ -61,7 +61,7 @@ def safe_next(ext: Any, value: str | None) -> str:
     return value
 
 
-class _SignInHandler(_MLflowHandler):
+class _SignInHandler(MLflowHandler):
     pages_only = True
 
     def origin(self) -> str:
