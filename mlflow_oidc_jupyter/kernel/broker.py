@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import requests
 
+from ..broker_contract import REJECTED_PARAM, SECRET_HEADER, BrokerAddress, token_digest
 from ..errors import LoginRequired, OIDCError, TokenRefreshFailed
 from ..oidc.backoff import backoff_delay
 from ..oidc.observable import ObservableSession, SessionSnapshot, SessionState
+from ..oidc.schedule import renew_at
 from ..oidc.tokens import Identity
 from ..settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# Contract: mlflow_oidc_jupyter/server/broker.py (the server exports these before it starts kernels).
-URL_ENV = "MLFLOW_OIDC_BROKER_URL"
-SECRET_ENV = "MLFLOW_OIDC_BROKER_SECRET"  # noqa: S105 - the variable's name
-SECRET_HEADER = "X-MLflow-OIDC-Broker"  # noqa: S105 - a header name
-
-
-def broker_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
-    """(url, secret) when this kernel was started by a Jupyter server with the extension."""
-    env = os.environ if env is None else env
-    url, secret = env.get(URL_ENV), env.get(SECRET_ENV)
-    return (url, secret) if url and secret else None
-
-
-def server_paths(broker_url: str) -> tuple[str, str]:
-    """(login path, UI path) on the Jupyter server, relative to the origin the browser already uses."""
-    path = urlsplit(broker_url).path
-    prefix = path[: -len("oauth/broker")] if path.endswith("oauth/broker") else "/mlflow/"
-    return prefix + "oauth/login", prefix
 
 
 class BrokerSession(ObservableSession):
@@ -49,11 +29,11 @@ class BrokerSession(ObservableSession):
 
     _refresher_name = "mlflow-oidc-broker"
 
-    def __init__(self, settings: Settings, url: str, secret: str, *, background_refresh: bool = True) -> None:
+    def __init__(self, settings: Settings, address: BrokerAddress, *, background_refresh: bool = True) -> None:
         super().__init__(background_refresh=background_refresh)
         self.settings = settings
-        self.url = url
-        self._secret = secret
+        self.address = address
+        self.url = address.url
         self._http = requests.Session()
         self._fetch_lock = threading.Lock()
         self._token: str | None = None
@@ -88,11 +68,14 @@ class BrokerSession(ObservableSession):
 
     # -- tokens ----------------------------------------------------------------------------------------------
 
+    def _renew_at(self, expires_at: float) -> float:
+        # Later than the server renews its own (a full margin ahead): the server has a new token by then.
+        return renew_at(expires_at, self._fetched_at, self.settings.refresh_margin / 2, share=0.2)
+
     def _fresh(self) -> bool:
         if not self._token or self._expires_at is None:
             return False
-        lifetime = max(0.0, self._expires_at - self._fetched_at)
-        return self._expires_at - time.time() > min(self.settings.refresh_margin / 2, 0.2 * lifetime)
+        return time.time() < self._renew_at(self._expires_at)
 
     def access_token(self) -> str:
         """The server session's access token, fetched again when this kernel's copy is near expiry."""
@@ -103,7 +86,7 @@ class BrokerSession(ObservableSession):
 
     def token_rejected(self, token: str) -> str:
         """The tracking server answered 401 to `token`: ask the server to refresh unless it already did."""
-        return self._fetch(rejected=hashlib.sha256(token.encode()).hexdigest())
+        return self._fetch(rejected=token_digest(token))
 
     def refresh(self) -> None:
         """Fetch the server session's current token now."""
@@ -124,8 +107,8 @@ class BrokerSession(ObservableSession):
             try:
                 response = self._http.get(
                     self.url,
-                    params={"rejected": rejected} if rejected else None,
-                    headers={SECRET_HEADER: self._secret},
+                    params={REJECTED_PARAM: rejected} if rejected else None,
+                    headers={SECRET_HEADER: self.address.secret},
                     timeout=self.settings.timeout + 20,
                 )
                 body = response.json()
@@ -135,7 +118,7 @@ class BrokerSession(ObservableSession):
                     f"The Jupyter server's sign-in broker cannot be reached ({type(exc).__name__}).",
                 )
                 raise TokenRefreshFailed(
-                    f"The Jupyter server at {self.url.split('/mlflow/')[0]} cannot be reached for a token "
+                    f"The Jupyter server at {_origin(self.url)} cannot be reached for a token "
                     f"({type(exc).__name__}); is it still running?"
                 ) from None
             if response.status_code == 200 and body.get("access_token"):
@@ -183,9 +166,7 @@ class BrokerSession(ObservableSession):
         expires_at = self._expires_at
         if not self._token or expires_at is None:
             return None
-        lifetime = max(1.0, expires_at - self._fetched_at)
-        due = expires_at - min(self.settings.refresh_margin / 2, 0.2 * lifetime)
-        delay = max(due - time.time(), backoff_delay(self._renewal_failures))
+        delay = max(self._renew_at(expires_at) - time.time(), backoff_delay(self._renewal_failures))
         # Wait here, not in the loop: once the pause is over, renew without asking again whether it is due.
         if (delay > 0 and self._wake.wait(delay)) or self._stop.is_set():
             return 0.0
@@ -199,3 +180,8 @@ class BrokerSession(ObservableSession):
             logger.warning("Broker token renewal failed: %s", exc)
             return backoff_delay(self._renewal_failures)
         return 0.0
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

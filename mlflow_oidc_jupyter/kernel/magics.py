@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from html import escape
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -12,8 +13,8 @@ from IPython.display import HTML, display
 
 from ..errors import ConfigError, OIDCError
 from ..settings import Settings
-from .broker import BrokerSession
-from .login import FLOWS, KernelLogin, Presenter
+from .login import FLOWS, KernelLogin
+from .presenter import Presenter
 from .text import TextPresenter, render_view
 from .view import describe
 
@@ -87,28 +88,19 @@ class MLflowOIDCMagics(Magics):
     @line_magic
     def mlflow_logout(self, line: str) -> None:
         """Sign out: revoke the refresh token, forget the cached tokens of this issuer and client."""
-        session = self.login.session
-        if session is None:
-            print("Not signed in.")
-            return
         try:
-            end_session_url = self.login.logout()
+            done = self.login.logout()
         except OIDCError as exc:
             raise UsageError(str(exc)) from None
-        if isinstance(session, BrokerSession):
-            print("This kernel no longer uses the Jupyter server's MLflow sign-in; the server stays signed in.")
-            logout = (self.login.ui_url or "/mlflow/") + "oauth/logout"
-            if self._widgets():
-                display(HTML(f'<a href="{logout}" target="_blank">Sign the Jupyter server out of MLflow</a>'))
-            else:
-                print(f"To sign the Jupyter server out too, open {logout}")
+        if done is None:
+            print("Not signed in.")
             return
-        print("Signed out of MLflow.")
-        if end_session_url:
+        print(done.message)
+        if done.url:
             if self._widgets():
-                display(HTML(f'<a href="{end_session_url}" target="_blank">Also sign out at the identity provider</a>'))
+                display(HTML(f'<a href="{escape(done.url)}" target="_blank">{escape(done.link_label)}</a>'))
             else:
-                print(f"To also end your session at the identity provider, open {end_session_url}")
+                print(f"{done.text_hint}, open {done.url}")
 
     @line_magic
     def mlflow_whoami(self, line: str) -> None:
@@ -138,7 +130,7 @@ class MLflowOIDCMagics(Magics):
 
 
 def refreshed_by(login: KernelLogin) -> str:
-    return "by the Jupyter server" if isinstance(login.session, BrokerSession) else "this kernel"
+    return login.source.refreshed_by if login.source is not None else "this kernel"
 
 
 def make_presenter(login: KernelLogin, *, text: bool) -> Presenter:

@@ -13,6 +13,7 @@ from jupyter_server.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, List, Unicode
 
+from ..broker_contract import BROKER_PATH
 from ..errors import ConfigError, OIDCError
 from ..hub.session import HubEndpoint, HubSession
 from ..oidc.session import Session
@@ -25,6 +26,8 @@ from .signin import CallbackHandler, LoginHandler, LogoutHandler, PendingSignIns
 
 #: Responses of any size stream through; this only caps what tornado would buffer if asked to.
 MAX_BODY_SIZE = 1 << 50
+#: The page config key (JupyterLab's PageConfig.getOption) that tells the labextension the UI's path.
+PAGE_CONFIG_UI_PATH = "mlflowOidcUiPath"
 
 
 class MLflowOIDC(ExtensionApp):
@@ -149,13 +152,15 @@ class MLflowOIDC(ExtensionApp):
                 (rf"/{p}/oauth/callback", CallbackHandler, context),
                 (rf"/{p}/oauth/logout", LogoutHandler, context),
                 (rf"/{p}/oauth/status", StatusHandler, context),
-                (rf"/{p}/oauth/broker", broker.BrokerHandler, context),
+                (rf"/{p}/{'/'.join(BROKER_PATH)}", broker.BrokerHandler, context),
                 (rf"/{p}/{SCRIPT_ROUTE}", OverlayScriptHandler, context),
                 (rf"/{p}/(.*)", ProxyHandler, context),
             ]
         )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # JupyterLab's launcher card reads where the UI is (the prefix is a setting) from the page config.
+        serverapp.web_app.settings.setdefault("page_config_data", {})[PAGE_CONFIG_UI_PATH] = self.ui_path
         if self.session is None:
             return
         # The port is bound now (at load time it may still change), and no kernel has started yet.

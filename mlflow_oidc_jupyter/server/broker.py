@@ -1,22 +1,8 @@
-"""The kernel broker: kernels of this server get the server session's access token, so only the server refreshes.
-
-Contract (the kernel side lives in the MLflow plugin / magics):
-
-- The server exports, before any kernel starts, ``MLFLOW_OIDC_BROKER_URL`` (loopback URL of this endpoint) and
-  ``MLFLOW_OIDC_BROKER_SECRET`` (random per server start). Kernels inherit both.
-- ``GET $MLFLOW_OIDC_BROKER_URL`` with header ``X-MLflow-OIDC-Broker: $MLFLOW_OIDC_BROKER_SECRET``:
-  200 ``{"access_token", "token_type": "Bearer", "expires_at": <epoch s>, "identity": {...}}`` — a token valid for
-  at least the session's refresh margin; 401 ``{"error": "login_required", "message", "login_url"}`` when the
-  server is signed out (``login_url`` is a path on the Jupyter server: open it in the browser that shows
-  JupyterLab); 403 ``{"error": "forbidden"}`` for a wrong secret; 503 ``{"error": "not_configured"}``.
-- ``?rejected=<sha256 hex of a token the tracking server answered 401 to>``: the server refreshes once unless it
-  already replaced that token, and answers with the new one.
-"""
+"""The kernel broker's server side: kernels of this server get its session's token (contract: broker_contract.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 from collections.abc import MutableMapping
@@ -24,13 +10,10 @@ from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 
+from ..broker_contract import BROKER_PATH, REJECTED_PARAM, SECRET_ENV, SECRET_HEADER, URL_ENV, token_digest
 from ..errors import LoginRequired, OIDCError
 from ..settings import ENV_VARS
-from .proxy import _MLflowHandler
-
-URL_ENV = "MLFLOW_OIDC_BROKER_URL"
-SECRET_ENV = "MLFLOW_OIDC_BROKER_SECRET"  # noqa: S105 - the name of the variable, not a secret
-SECRET_HEADER = "X-MLflow-OIDC-Broker"  # noqa: S105 - a header name
+from .handlers import MLflowHandler
 
 
 def local_url(ext: Any) -> str | None:
@@ -45,7 +28,7 @@ def local_url(ext: Any) -> str | None:
         ip = "::1"
     host = f"[{ip}]" if ":" in ip else ip
     scheme = "https" if app.certfile else "http"
-    return f"{scheme}://{host}:{app.port}{ext.public_path('oauth', 'broker')}"
+    return f"{scheme}://{host}:{app.port}{ext.public_path(*BROKER_PATH)}"
 
 
 def export_environment(ext: Any, environ: MutableMapping[str, str]) -> None:
@@ -64,7 +47,7 @@ def export_environment(ext: Any, environ: MutableMapping[str, str]) -> None:
     ext.log.info("MLflow kernel broker at %s", url)
 
 
-class BrokerHandler(_MLflowHandler):
+class BrokerHandler(MLflowHandler):
     """Answers kernels of this server (who present the secret) with the session's current access token."""
 
     def check_xsrf_cookie(self) -> None:
@@ -82,10 +65,10 @@ class BrokerHandler(_MLflowHandler):
         if session is None:
             self._reply(503, {"error": "not_configured", "message": self.ext.config_problem})
             return
-        rejected = self.get_argument("rejected", "")
+        rejected = self.get_argument(REJECTED_PARAM, "")
         try:
             token = await asyncio.to_thread(session.access_token)
-            if rejected and hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), rejected):
+            if rejected and hmac.compare_digest(token_digest(token), rejected):
                 token = await asyncio.to_thread(session.token_rejected, token)
         except LoginRequired as exc:
             login_url = self.login_url(self.ext.public_path("oauth", "status"))
