@@ -16,6 +16,7 @@ from .cache import TokenCache
 from .client import OIDCClient, PendingAuthorization
 from .flows import DevicePrompt, UrlPrompt, browser_login, device_login
 from .observable import ObservableSession, SessionSnapshot, SessionState
+from .schedule import next_refresh_at
 from .tokens import Identity, TokenSet
 
 logger = logging.getLogger(__name__)
@@ -358,12 +359,7 @@ class Session(ObservableSession):
     # -- background refresh ----------------------------------------------------------------------------------
 
     def _next_refresh_at(self, tokens: TokenSet) -> float:
-        due = tokens.refresh_due_at(self.settings.refresh_margin)
-        if tokens.refresh_expires_at:
-            # Renew before the refresh token's idle timeout even when the access token lives longer.
-            life = tokens.refresh_expires_at - tokens.issued_at
-            due = min(due, tokens.refresh_expires_at - min(self.settings.refresh_margin, 0.25 * life))
-        return max(due, self._retry_at)
+        return next_refresh_at(tokens, self.settings.refresh_margin, not_before=self._retry_at)
 
     def _refresh_when_due(self) -> float | None:
         tokens = self._tokens

@@ -10,6 +10,8 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
 
+from .schedule import renew_at
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -93,7 +95,7 @@ class TokenSet:
 
     def refresh_due_at(self, margin: float) -> float:
         """When to refresh: `margin` before expiry, but never earlier than 75% into the token's life."""
-        return self.expires_at - min(margin, 0.25 * self.lifetime)
+        return renew_at(self.expires_at, self.issued_at, margin)
 
     def is_fresh(self, margin: float, now: float | None = None) -> bool:
         return (time.time() if now is None else now) < self.refresh_due_at(margin)
