@@ -2,47 +2,32 @@
 
 from __future__ import annotations
 
-from html import escape
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#1f2933}"
-    "h1{font-size:1.4rem}p{line-height:1.5}.detail{color:#52606d;font-size:.9rem}"
-    "a.button,button{display:inline-block;background:#0b69ff;color:#fff;border:0;border-radius:4px;"
-    "padding:.6rem 1.2rem;font-size:1rem;text-decoration:none;cursor:pointer}"
+#: Every value is escaped (autoescape); only tornado's own `_xsrf` input is passed in as markup.
+_pages = Environment(
+    loader=PackageLoader("mlflow_oidc_jupyter.server", "templates"), autoescape=select_autoescape(["html"])
 )
+
+
+def _render(template: str, title: str, message: str, **values: object) -> str:
+    return _pages.get_template(template).render(title=title, message=message, **values)
 
 
 def page(title: str, message: str, *, action: tuple[str, str] | None = None, detail: str | None = None) -> str:
     """A small page: a title, one sentence, an optional button (label, href) and an optional detail line."""
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{escape(title)} · MLflow</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{escape(title)}</h1><p>{escape(message)}</p>",
-    ]
-    if action:
-        label, href = action
-        parts.append(f"<p><a class='button' id='mlflow-oidc-action' href='{escape(href)}'>{escape(label)}</a></p>")
-    if detail:
-        parts.append(f"<p class='detail'>{escape(detail)}</p>")
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-#: The UI routes by URL fragment, which never reaches the server: carry it through the sign-in's `next`.
-_KEEP_FRAGMENT = (
-    "<script>var a=document.getElementById('mlflow-oidc-action');"
-    "if(a&&location.hash&&a.href.indexOf('next=')>0){a.href+=encodeURIComponent(location.hash)}</script>"
-)
+    return _render("page.html", title, message, action=action, detail=detail)
 
 
 def signed_out(login_url: str, reason: str | None = None) -> str:
-    body = page(
+    return _render(
+        "signed_out.html",
         "Sign in to MLflow",
         "The MLflow UI needs you to sign in with your organisation's account.",
         action=("Sign in", login_url),
         detail=reason,
     )
-    return body.replace("</body>", _KEEP_FRAGMENT + "</body>")
 
 
 def upstream_error(status: int, login_url: str, detail: str | None) -> str:
@@ -108,12 +93,10 @@ def signed_in(username: str, ui_url: str) -> str:
 
 def confirm_logout(username: str, action_url: str, xsrf_form_html: str) -> str:
     """Sign-out asks first: `xsrf_form_html` is tornado's hidden `_xsrf` input (already markup)."""
-    form = (
-        f"<form method='post' action='{escape(action_url)}'>{xsrf_form_html}"
-        "<button id='mlflow-oidc-action' type='submit'>Sign out</button></form>"
-    )
-    body = page(
+    return _render(
+        "confirm_logout.html",
         "Sign out of MLflow?",
         f"This Jupyter server holds the MLflow sign-in of {username}; its notebooks use it too.",
+        action_url=action_url,
+        xsrf_form_html=Markup(xsrf_form_html),  # noqa: S704 - tornado's own markup, no user input
     )
-    return body.replace("</body>", form + "</body>")
