@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +13,6 @@ from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestA
 
 from .errors import AccessDenied, LoginRequired, OIDCError
 from .oidc.default import DefaultSession, find_default_session, get_default_session, peek_default_session
-from .oidc.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +32,9 @@ def origin(url: str) -> str | None:
 
 def tracking_origins(session: DefaultSession | None = None) -> set[str]:
     """Origins that may receive the token: MLflow's tracking and registry URIs and the configured one."""
-    from mlflow.tracking._model_registry.utils import get_registry_uri
-    from mlflow.tracking._tracking_service.utils import get_tracking_uri
+    import mlflow
 
-    uris = [get_tracking_uri(), get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI")]
+    uris = [mlflow.get_tracking_uri(), mlflow.get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI")]
     if session is not None:
         uris.append(session.settings.tracking_uri)
     return {o for o in (origin(u) for u in uris if u) if o}
@@ -50,24 +47,16 @@ class OIDCBearerAuth(requests.auth.AuthBase):
     tracking server (to a sign-in page), HTML error pages and 403s become errors that say what to do.
     """
 
-    def __init__(
-        self,
-        session: Session | Callable[[], DefaultSession] | None = None,
-        origins: Callable[[DefaultSession], set[str]] | None = None,
-    ) -> None:
+    def __init__(self, session: DefaultSession | None = None) -> None:
         self._session = session
-        self._origins = origins or tracking_origins
 
     def session(self) -> DefaultSession:
-        if self._session is None:
-            return get_default_session()
-        if isinstance(self._session, Session):
-            return self._session
-        return self._session()
+        """The given session, else the process default (looked up per request: a kernel may switch it)."""
+        return self._session if self._session is not None else get_default_session()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         session = self.session()
-        if origin(request.url or "") not in self._origins(session):
+        if origin(request.url or "") not in tracking_origins(session):
             return request  # never send the token anywhere else (presigned storage URLs, redirects...)
         request.headers["Authorization"] = f"Bearer {session.access_token()}"
         body: Any = request.body
