@@ -26,8 +26,13 @@ from .signin import CallbackHandler, LoginHandler, LogoutHandler, PendingSignIns
 
 #: Responses of any size stream through; this only caps what tornado would buffer if asked to.
 MAX_BODY_SIZE = 1 << 50
-#: The page config key (JupyterLab's PageConfig.getOption) that tells the labextension the UI's path.
-PAGE_CONFIG_UI_PATH = "mlflowOidcUiPath"
+#: The page config key (JupyterLab's PageConfig.getOption) that tells the labextension where the UI is.
+PAGE_CONFIG_PREFIX = "mlflowOidcPrefix"
+
+
+def _optional(help: str) -> Unicode:
+    """A string setting that may stay unset: then the environment or the mlflow-oidc config file decides."""
+    return Unicode(None, allow_none=True, help=help).tag(config=True)
 
 
 class MLflowOIDC(ExtensionApp):
@@ -37,40 +42,24 @@ class MLflowOIDC(ExtensionApp):
     description = __doc__
     load_other_extensions = True
 
-    issuer = Unicode(
-        None,
-        allow_none=True,
-        help="OpenID Provider issuer URL (default: MLFLOW_OIDC_ISSUER or the mlflow-oidc config file).",
-    ).tag(config=True)
-    client_id = Unicode(
-        None, allow_none=True, help="OAuth client id (default: MLFLOW_OIDC_CLIENT_ID or the config file)."
-    ).tag(config=True)
-    client_secret = Unicode(
-        None,
-        allow_none=True,
-        help="Client secret, for a confidential client only (default: MLFLOW_OIDC_CLIENT_SECRET).",
-    ).tag(config=True)
+    issuer = _optional("OpenID Provider issuer URL (default: MLFLOW_OIDC_ISSUER or the mlflow-oidc config file).")
+    client_id = _optional("OAuth client id (default: MLFLOW_OIDC_CLIENT_ID or the config file).")
+    client_secret = _optional("Client secret, for a confidential client only (default: MLFLOW_OIDC_CLIENT_SECRET).")
     scopes = List(
         Unicode(),
         default_value=None,
         allow_none=True,
         help="Scopes to request (default: MLFLOW_OIDC_SCOPES or 'openid profile email').",
     ).tag(config=True)
-    audience = Unicode(
-        None, allow_none=True, help="Expected `aud` of JWT access tokens (default: MLFLOW_OIDC_AUDIENCE)."
-    ).tag(config=True)
-    upstream_url = Unicode(
-        None,
-        allow_none=True,
-        help="The MLflow tracking server the UI is proxied to, usually behind an identity-aware proxy "
-        "(default: MLFLOW_TRACKING_URI).",
-    ).tag(config=True)
-    ca_bundle = Unicode(
-        None,
-        allow_none=True,
-        help="CA bundle (PEM file) for HTTPS to the identity provider and the tracking server "
-        "(default: MLFLOW_OIDC_CA_BUNDLE; else the system's CAs).",
-    ).tag(config=True)
+    audience = _optional("Expected `aud` of JWT access tokens (default: MLFLOW_OIDC_AUDIENCE).")
+    upstream_url = _optional(
+        "The MLflow tracking server the UI is proxied to, usually behind an identity-aware proxy "
+        "(default: MLFLOW_TRACKING_URI)."
+    )
+    ca_bundle = _optional(
+        "CA bundle (PEM file) for HTTPS to the identity provider and the tracking server "
+        "(default: MLFLOW_OIDC_CA_BUNDLE; else the system's CAs)."
+    )
     prefix = Unicode("mlflow", help="Path under the server's base_url where the MLflow UI is served.").tag(config=True)
     connect_timeout = Float(10.0, help="Seconds to wait for a connection to the tracking server.").tag(config=True)
     request_timeout = Float(
@@ -160,7 +149,7 @@ class MLflowOIDC(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         # JupyterLab's launcher card reads where the UI is (the prefix is a setting) from the page config.
-        serverapp.web_app.settings.setdefault("page_config_data", {})[PAGE_CONFIG_UI_PATH] = self.ui_path
+        serverapp.web_app.settings.setdefault("page_config_data", {})[PAGE_CONFIG_PREFIX] = self.prefix
         if self.session is None:
             return
         # The port is bound now (at load time it may still change), and no kernel has started yet.
