@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ERROR_EXITS: tuple[tuple[type[OIDCError], str, int], ...] = (
+    (LoginRequired, "", EXIT_LOGIN_REQUIRED),
+    (LoginFailed, "sign-in failed: ", EXIT_ERROR),
+    (ConfigError, "", EXIT_USAGE),
+    (OIDCError, "", EXIT_ERROR),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -64,18 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     session = Session(settings, background_refresh=False)
     try:
         return COMMANDS[args.command](session, args)
-    except LoginRequired as exc:
-        _err(f"mlflow-oidc: {exc}")
-        return EXIT_LOGIN_REQUIRED
-    except LoginFailed as exc:
-        _err(f"mlflow-oidc: sign-in failed: {exc}")
-        return EXIT_ERROR
-    except ConfigError as exc:
-        _err(f"mlflow-oidc: {exc}")
-        return EXIT_USAGE
     except OIDCError as exc:
-        _err(f"mlflow-oidc: {exc}")
-        return EXIT_ERROR
+        # The first match decides: (error, what to say before its message, exit status).
+        _, said, status = next(e for e in _ERROR_EXITS if isinstance(exc, e[0]))
+        _err(f"mlflow-oidc: {said}{exc}")
+        return status
     except KeyboardInterrupt:
         _err("mlflow-oidc: cancelled")
         return 130
