@@ -5,8 +5,6 @@ from __future__ import annotations
 import html
 import re
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 import requests
@@ -18,16 +16,11 @@ from mlflow_oidc_jupyter.oidc import TokenCache
 
 from .support.idp_pages import approve_device, authorize
 from .support.oidc_sessions import settings_for
+from .support.waiting import wait_until as wait_for
 
 HREF = re.compile(r'<a href="([^"]+)" target="_blank"')
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {condition}")
-        time.sleep(0.05)
 
 
 def link_of(widget: LoginWidget) -> str:
