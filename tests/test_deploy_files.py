@@ -12,6 +12,7 @@ import importlib.resources
 import json
 import os
 import re
+import runpy
 import shlex
 import shutil
 import signal
@@ -170,17 +171,36 @@ def test_env_example_holds_placeholders_not_secrets(env_example):
     assert all(value.startswith("change-me") for value in secrets.values()), secrets
 
 
-def test_the_stack_has_every_part_of_the_deployment(compose):
-    assert set(compose["services"]) >= {
-        "postgres",
-        "object-store",
-        "bucket-init",
-        "keycloak",
-        "mlflow",
-        "gate",
-        "nginx",
-        "jupyter",
-    }
+def services_named_by(service: dict[str, Any], names: set[str]) -> set[str]:
+    """The services whose host name this service's settings use (URLs, user@host, host:port)."""
+    command = service.get("command") or []
+    values = [*environment(service).values(), *([str(c) for c in command] if isinstance(command, list) else [command])]
+    found = set()
+    for name in names:
+        host = re.escape(name)
+        if any(re.search(rf"(//|@){host}(:\d+)?(/|$)|^{host}:\d+$|=\S*//{host}[:/]", v) for v in values):
+            found.add(name)
+    return found
+
+
+def dependencies(compose: dict[str, Any], name: str) -> set[str]:
+    """Everything compose starts (or waits for) before `name`, transitively."""
+    seen: set[str] = set()
+    todo = list(compose["services"][name].get("depends_on", {}))
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            todo.extend(compose["services"][dep].get("depends_on", {}))
+    return seen
+
+
+def test_every_service_waits_for_the_services_its_settings_name(compose):
+    names = set(compose["services"])
+    for name, service in compose["services"].items():
+        missing = services_named_by(service, names - {name}) - dependencies(compose, name)
+        assert not missing, f"{name} talks to {sorted(missing)} but compose may start it before them"
+    assert services_named_by(compose["services"]["mlflow"], names) >= {"postgres", "object-store"}  # the check sees
 
 
 def dockerfile_of(service: dict[str, Any]) -> tuple[Path, Path]:
@@ -223,11 +243,36 @@ def test_every_service_we_build_has_its_dockerfile_and_the_files_it_copies(compo
                 assert (base / source).exists(), f"{name}: {dockerfile.name} copies {source}, missing in {base}"
 
 
-def test_the_jupyter_image_context_sends_only_what_it_copies():
-    ignore = (STACK / "docker" / "jupyter" / "Dockerfile.dockerignore").read_text().split()
-    assert ignore[ignore.index("*") if "*" in ignore else 0] == "*", "everything excluded first (.venv, .git, .env)"
-    allowed = {p[1:] for p in ignore if p.startswith("!")}
-    assert {"pyproject.toml", "README.md", "mlflow_oidc_jupyter/**"} <= allowed
+def dockerignored(patterns: list[str], path: str) -> bool:
+    """Whether Docker leaves `path` out of the build context: the last pattern matching it or a parent decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if any(fnmatch(candidate, pattern.removeprefix("!")) for candidate in candidates):
+            excluded = not negated
+    return excluded
+
+
+def test_the_jupyter_image_context_sends_what_it_copies_and_nothing_private():
+    patterns = [
+        line.strip()
+        for line in (STACK / "docker" / "jupyter" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = []
+    for op, args in dockerfile_instructions(STACK / "docker" / "jupyter" / "Dockerfile"):
+        words = shlex.split(args)
+        if op == "COPY" and not any(w.startswith("--from=") for w in words):
+            copied += [w for w in words if not w.startswith("--")][:-1]
+    tracked = subprocess.run(["git", "ls-files", *copied], cwd=ROOT, capture_output=True, text=True, check=True)
+    files = tracked.stdout.split()
+    assert "mlflow_oidc_jupyter/server/app.py" in files and "pyproject.toml" in files
+    assert [f for f in files if dockerignored(patterns, f)] == [], "the image build would miss these"
+    private = [".venv/bin/python", ".git/HEAD", "stack/.env", "stack/.run/secrets.json", "tests/conftest.py",
+               "mlflow_oidc_jupyter/__pycache__/app.cpython-311.pyc"]  # fmt: skip
+    assert [p for p in private if not dockerignored(patterns, p)] == []
 
 
 def test_bind_mounts_name_files_of_the_repository_or_the_make_certs_output(compose):
@@ -255,11 +300,12 @@ def test_services_start_in_order_and_wait_for_health(compose):
     wants = {
         name: {dep: cond["condition"] for dep, cond in s.get("depends_on", {}).items()} for name, s in services.items()
     }
-    assert wants["keycloak"] == {"postgres": "service_healthy"}
-    assert wants["mlflow"] == {"postgres": "service_healthy", "bucket-init": "service_completed_successfully"}
-    assert wants["bucket-init"] == {"object-store": "service_healthy"}
-    assert wants["gate"] == {"keycloak": "service_healthy"}
-    assert {"gate", "mlflow", "keycloak"} <= {d for d, c in wants["nginx"].items() if c == "service_healthy"}
+    started: list[str] = []
+    while len(started) < len(services):  # compose's order: a service once all it depends on are up
+        ready = sorted(n for n in services if n not in started and set(wants[n]) <= set(started))
+        assert ready, f"a dependency cycle among {sorted(set(services) - set(started))}"
+        started.extend(ready)
+    assert started.index("nginx") > max(started.index(n) for n in ("gate", "mlflow", "keycloak"))
     for name, deps in wants.items():
         for dep, condition in deps.items():
             if condition == "service_healthy":
@@ -350,9 +396,25 @@ def test_jupyterlab_is_configured_for_keycloak_the_proxy_and_the_ca(compose):
     assert "offline_access" in env["MLFLOW_OIDC_SCOPES"].split()
     assert env["MLFLOW_OIDC_CA_BUNDLE"] == env["MLFLOW_TRACKING_SERVER_CERT_PATH"]
     assert env["MLFLOW_OIDC_CA_BUNDLE"] in {t for _, t in bind_mounts(compose["services"]["jupyter"])}
-    config = (STACK / "docker" / "jupyter" / "jupyter_server_config.py").read_text()
-    for trait in ("issuer", "client_id", "audience", "upstream_url", "ca_bundle"):
-        assert f"c.MLflowOIDC.{trait} =" in config
+
+
+def test_the_jupyter_config_file_gives_the_extension_its_settings_from_compose(compose, monkeypatch):
+    from traitlets.config import Config
+
+    from mlflow_oidc_jupyter.server.app import MLflowOIDC
+
+    env = environment(compose["services"]["jupyter"])
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = Config()
+    runpy.run_path(str(STACK / "docker" / "jupyter" / "jupyter_server_config.py"), {"get_config": lambda: config})
+
+    app = MLflowOIDC(config=config)  # unknown trait names would be ignored here, so each one is read back
+    assert app.issuer == env["MLFLOW_OIDC_ISSUER"] and app.upstream_url == env["MLFLOW_TRACKING_URI"]
+    assert app.client_id == env["MLFLOW_OIDC_CLIENT_ID"] and app.audience == env["MLFLOW_OIDC_AUDIENCE"]
+    assert app.ca_bundle == env["MLFLOW_OIDC_CA_BUNDLE"] and "offline_access" in app.scopes
 
 
 def test_demo_users_and_passwords_exist_only_in_the_dev_overlay(realm, env_example):
