@@ -21,8 +21,6 @@ from .support.waiting import wait_until as wait_for
 HREF = re.compile(r'<a href="([^"]+)" target="_blank"')
 
 
-
-
 def link_of(widget: LoginWidget) -> str:
     match = HREF.search(widget.body.value)
     assert match, widget.body.value
