@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .settings import ENV_VARS, Settings
+
 URL_ENV = "MLFLOW_OIDC_BROKER_URL"
 SECRET_ENV = "MLFLOW_OIDC_BROKER_SECRET"  # noqa: S105 - the name of the variable, not a secret
 SECRET_HEADER = "X-MLflow-OIDC-Broker"  # noqa: S105 - a header name
@@ -53,6 +55,17 @@ class BrokerAddress:
     def login_path(self) -> str:
         """The server's sign-in page (the same browser as JupyterLab), relative to the browser's origin."""
         return self.ui_path + "/".join(LOGIN_PATH)
+
+
+def server_serves(settings: Settings, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the server's session serves a kernel with these settings: the server exports its issuer and client
+    to its kernels, and its session serves only kernels that want those."""
+    env = os.environ if env is None else env
+    server_issuer = env.get(ENV_VARS["issuer"], "").rstrip("/")
+    server_client = env.get(ENV_VARS["client_id"], "")
+    return (not server_issuer or server_issuer == settings.issuer) and (
+        not server_client or server_client == settings.client_id
+    )
 
 
 def broker_from_env(env: Mapping[str, str] | None = None) -> BrokerAddress | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..broker_contract import BrokerAddress, broker_from_env
+from ..broker_contract import BrokerAddress, broker_from_env, server_serves
 from ..oidc.default import peek_default_session
 from ..oidc.session import Session
-from ..settings import ENV_VARS, Settings
+from ..settings import Settings
 from .broker import BrokerSession
 from .sources import OwnSignIn, ServerSignIn, TokenSource, same_session_settings
 
@@ -21,7 +21,7 @@ def choose_source(
     session with the same settings (e.g. from `mlflow-oidc login` in this process)."""
     env = os.environ if env is None else env
     broker = broker_from_env(env)
-    if broker is not None and flow in (None, "browser") and _same_provider(settings, env):
+    if broker is not None and flow in (None, "browser") and server_serves(settings, env):
         if isinstance(current, ServerSignIn) and current.session.address == broker:
             return current, False
         return ServerSignIn(BrokerSession(settings, broker)), True
@@ -37,10 +37,3 @@ def server_ui_path(env: Mapping[str, str] | None = None) -> str | None:
     """The MLflow UI's path on the Jupyter server that started this kernel, when it has the extension."""
     broker: BrokerAddress | None = broker_from_env(env)
     return broker.ui_path if broker else None
-
-
-def _same_provider(settings: Settings, env: Mapping[str, str]) -> bool:
-    """The server's session serves only kernels that want its issuer and client."""
-    env_issuer = env.get(ENV_VARS["issuer"], "").rstrip("/")
-    env_client = env.get(ENV_VARS["client_id"], "")
-    return (not env_issuer or env_issuer == settings.issuer) and (not env_client or env_client == settings.client_id)
