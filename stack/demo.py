@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,14 +49,7 @@ def main() -> int:
 
     stack = LocalStack(DEFAULT_RUN_DIR)
     jupyter: JupyterProcess | None = None
-    stopping = False
-
-    def stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = _stop_on_signals()
     try:
         if not port_free(args.jupyter_port):
             raise StackError(
@@ -65,10 +59,7 @@ def main() -> int:
         jupyter = _jupyterlab(endpoints, args.jupyter_port, stack.layout.run_dir)
         jupyter.start()
         base, token = jupyter.url.rstrip("/"), jupyter.token
-        users = "\n".join(
-            f"    {user:6} password {info['password']:18} role {', '.join(info['roles'])}"
-            for user, info in endpoints["users"].items()
-        )
+        users = _logins(endpoints)
         print(
             f"\nmlflow-oidc-jupyter demo is running (stack started in {endpoints['started_in_seconds']} s)\n\n"
             f"  JupyterLab:      {base}/lab?token={token}\n"
@@ -81,7 +72,7 @@ def main() -> int:
             f"  Logs: {stack.layout.run_dir / 'logs'}      Ctrl-C stops everything.\n",
             flush=True,
         )
-        while not stopping:
+        while not stopping.is_set():
             if jupyter.proc is None or jupyter.proc.poll() is not None:
                 raise StackError(f"JupyterLab stopped. Last lines of {jupyter.log_path}:\n{log_tail(jupyter.log_path)}")
             if len(stack.running()) < 4:
@@ -102,21 +93,11 @@ def main() -> int:
 
 def _hub_demo(stack: LocalStack) -> int:
     """The stack with JupyterHub: people sign in at the hub; MLflow works in their servers with no second sign-in."""
-    stopping = False
-
-    def stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = _stop_on_signals()
     try:
         endpoints = stack.up(jupyterhub=True)
         hub = endpoints["jupyterhub_url"]
-        users = "\n".join(
-            f"    {user:6} password {info['password']:18} role {', '.join(info['roles'])}"
-            for user, info in endpoints["users"].items()
-        )
+        users = _logins(endpoints)
         print(
             "\nmlflow-oidc-jupyter demo with JupyterHub is running "
             f"(started in {endpoints['started_in_seconds']} s)\n\n"
@@ -129,7 +110,7 @@ def _hub_demo(stack: LocalStack) -> int:
             f"  Logs: {stack.layout.run_dir / 'logs'}      Ctrl-C stops everything.\n",
             flush=True,
         )
-        while not stopping:
+        while not stopping.is_set():
             if len(stack.running()) < len(stack.status()):
                 raise StackError(f"a stack component stopped; see the logs in {stack.layout.run_dir / 'logs'}")
             time.sleep(0.5)
@@ -140,6 +121,21 @@ def _hub_demo(stack: LocalStack) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _say(f"stopped: {', '.join(stack.down()) or 'nothing'}")
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM and Ctrl-C end the demo's wait; the caller then stops everything it started."""
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    return stopping
+
+
+def _logins(endpoints: dict) -> str:
+    return "\n".join(
+        f"    {user:6} password {info['password']:18} role {', '.join(info['roles'])}"
+        for user, info in endpoints["users"].items()
+    )
 
 
 def _say(message: str) -> None:

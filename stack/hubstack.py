@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
+
+from mlflow_oidc_jupyter.files import write_private
+
+from .installs import npm_ci
+from .ports import HOST
+
 STACK_DIR = Path(__file__).resolve().parent
 HUB_DIR = STACK_DIR / "jupyterhub"
-HOST = "127.0.0.1"
 
 #: Started after the rest of the stack, in this order: the hub registers routes in the running proxy.
 COMPONENTS = ("proxy", "hub")
@@ -68,11 +72,7 @@ def write_settings(run_dir: Path, ports: dict[str, int], endpoints: dict, client
         "home_dir": str(hub_dir / "home"),
     }
     path = hub_dir / "settings.json"
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(settings, indent=2))
-    os.replace(tmp, path)
+    write_private(path, json.dumps(settings, indent=2))
     return path
 
 
@@ -104,15 +104,7 @@ def health_url(name: str, ports: dict[str, int]) -> tuple[str, set[int]]:
 
 def ensure_proxy_installed() -> None:
     """configurable-http-proxy from npm (package-lock.json pins it), installed on first use."""
-    if (HUB_DIR / "node_modules" / ".bin" / "configurable-http-proxy").exists():
-        return
-    npm = shutil.which("npm")
-    if not npm:
-        raise RuntimeError("npm not found: install Node.js 20 (apt-get install -y nodejs npm)")
-    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HUB_DIR,
-                            capture_output=True, text=True)  # fmt: skip
-    if result.returncode != 0:
-        raise RuntimeError(f"`npm ci` in {HUB_DIR} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    npm_ci(HUB_DIR, HUB_DIR / "node_modules" / ".bin" / "configurable-http-proxy")
 
 
 #: In the environment of every user's server (and so of its kernels): which stack instance started it.
@@ -121,13 +113,13 @@ SERVER_MARK = "STACK_HUB_STATE_DIR"
 
 def user_server_pids(run_dir: Path) -> list[int]:
     """Processes of users' servers and kernels of this instance; they outlive the hub (cleanup_servers off)."""
-    mark = f"{SERVER_MARK}={run_dir / 'hub'}".encode()
+    mark = str(run_dir / "hub")
     found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
+    for process in psutil.process_iter():
         try:
-            if mark in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:
+            if process.environ().get(SERVER_MARK) == mark:
+                found.append(process.pid)
+        except psutil.Error:
             continue
     return found
 
@@ -158,7 +150,6 @@ def _running(pid: int) -> bool:
     except ChildProcessError:
         pass
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return state != "Z"

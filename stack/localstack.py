@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from mlflow_oidc_jupyter.files import write_private
 
 from . import hubstack
 from .errors import StackError
+from .installs import npm_ci, require
 from .nginx.render import render_local
 from .ports import HOST, free_port, port_free
 from .processes import alive, record, spawn, stop_group
@@ -209,7 +209,7 @@ class LocalStack:
         run = self.layout.run_dir
         if name == "idp":
             env["IDP_CONFIG"] = str(self.layout.idp_config)
-            return [_require("node"), str(STACK_DIR / "idp" / "server.mjs")], env
+            return [require("node"), str(STACK_DIR / "idp" / "server.mjs")], env
         if name == "mlflow":
             (run / "artifacts").mkdir(exist_ok=True)
             # Server-side jobs (prompt optimization, scorers) start seven worker processes we never use.
@@ -236,7 +236,7 @@ class LocalStack:
             ], env  # fmt: skip
         if name == "nginx":
             conf = run / "nginx" / "nginx.conf"
-            return [_require("nginx"), "-p", str(run / "nginx"), "-c", str(conf), "-g", "daemon off;"], env
+            return [require("nginx"), "-p", str(run / "nginx"), "-c", str(conf), "-g", "daemon off;"], env
         if name in hubstack.COMPONENTS:
             return hubstack.command(name, run, ports, self._secrets(), env)
         raise StackError(f"unknown component {name!r}; components are {', '.join(COMPONENTS)}")
@@ -292,10 +292,7 @@ class LocalStack:
         os.chmod(self.layout.run_dir, 0o700)
         _ensure_idp_installed()
         if jupyterhub:
-            try:
-                hubstack.ensure_proxy_installed()
-            except RuntimeError as exc:
-                raise StackError(str(exc)) from None
+            hubstack.ensure_proxy_installed()
         self.layout.endpoints.unlink(missing_ok=True)
         self._write_state({"components": {}})
         endpoints = self._write_config(self._ports(free_ports, ports or {}, jupyterhub))
@@ -382,23 +379,9 @@ def _ensure_identity_app_installed() -> None:
         raise StackError(f"installing stack/mlflow-identity failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
-def _require(program: str) -> str:
-    found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if not found:
-        hint = {"nginx": "apt-get install -y nginx", "node": "install Node.js 20 (apt-get install -y nodejs npm)"}
-        raise StackError(f"{program} not found: {hint.get(program, 'install it')}, or run the README's setup command")
-    return found
-
-
 def _ensure_idp_installed() -> None:
     idp = STACK_DIR / "idp"
-    if (idp / "node_modules" / "oidc-provider").is_dir():
-        return
-    npm = _require("npm")
-    result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=idp,
-                            capture_output=True, text=True)  # fmt: skip
-    if result.returncode != 0:
-        raise StackError(f"`npm ci` in {idp} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    npm_ci(idp, idp / "node_modules" / "oidc-provider")
 
 
 # ------------------------------------------------------------------------------------------ CLI
