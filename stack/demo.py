@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import StackError
@@ -44,38 +45,67 @@ def main() -> int:
         "--jupyterhub", action="store_true", help="JupyterHub (people sign in at the hub) instead of JupyterLab"
     )
     args = parser.parse_args()
-    if args.jupyterhub:
-        return _hub_demo(LocalStack(DEFAULT_RUN_DIR))
-
     stack = LocalStack(DEFAULT_RUN_DIR)
-    jupyter: JupyterProcess | None = None
+    if args.jupyterhub:
+        return _run(stack, lambda: _hub_demo(stack))
+    jupyters: list[JupyterProcess] = []
+    return _run(stack, lambda: _lab_demo(stack, args.jupyter_port, jupyters), jupyters)
+
+
+def _lab_demo(stack: LocalStack, port: int, started: list[JupyterProcess]) -> JupyterProcess:
+    """The stack plus JupyterLab: people sign in to MLflow from JupyterLab (the UI and `%mlflow_login`)."""
+    if not port_free(port):
+        raise StackError(f"port {port} for JupyterLab is taken: use --jupyter-port or DEMO_JUPYTER_PORT")
+    endpoints = stack.up()
+    jupyter = _jupyterlab(endpoints, port, stack.layout.run_dir)
+    started.append(jupyter)
+    jupyter.start()
+    base, token = jupyter.url.rstrip("/"), jupyter.token
+    print(
+        f"\nmlflow-oidc-jupyter demo is running (stack started in {endpoints['started_in_seconds']} s)\n\n"
+        f"  JupyterLab:      {base}/lab?token={token}\n"
+        f"  MLflow UI:       {base}/mlflow/  (through JupyterLab, after sign-in)\n"
+        f"  MLflow tracking: {endpoints['mlflow_url']}  (identity-aware proxy: bearer token required)\n"
+        f"  OpenID Provider: {endpoints['issuer']}\n"
+        f"  Demo logins:\n{_logins(endpoints)}\n\n"
+        f"  In a notebook:   %load_ext mlflow_oidc_jupyter   then   %mlflow_login\n"
+        f'  In a terminal:   .venv/bin/mlflow-oidc login  after  eval "$(stack/run env)"\n\n'
+        f"  Logs: {stack.layout.run_dir / 'logs'}      Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    return jupyter
+
+
+def _hub_demo(stack: LocalStack) -> None:
+    """The stack with JupyterHub: people sign in at the hub; MLflow works in their servers with no second sign-in."""
+    endpoints = stack.up(jupyterhub=True)
+    hub = endpoints["jupyterhub_url"]
+    print(
+        "\nmlflow-oidc-jupyter demo with JupyterHub is running "
+        f"(started in {endpoints['started_in_seconds']} s)\n\n"
+        f"  JupyterHub:      {hub}\n"
+        f"  MLflow UI:       {hub}user/<name>/mlflow/  (after signing in at the hub; no second sign-in)\n"
+        f"  MLflow tracking: {endpoints['mlflow_url']}  (identity-aware proxy: bearer token required)\n"
+        f"  OpenID Provider: {endpoints['issuer']}\n"
+        f"  Demo logins:\n{_logins(endpoints)}\n\n"
+        f"  In a notebook:   import mlflow; mlflow.log_metric('x', 1)   (no %mlflow_login needed)\n\n"
+        f"  Logs: {stack.layout.run_dir / 'logs'}      Ctrl-C stops everything.\n",
+        flush=True,
+    )
+
+
+def _run(stack: LocalStack, start: Callable[[], object], jupyters: Sequence[JupyterProcess] = ()) -> int:
+    """Start the demo, keep watching it until Ctrl-C (or something stops), then stop everything it started."""
     stopping = _stop_on_signals()
     try:
-        if not port_free(args.jupyter_port):
-            raise StackError(
-                f"port {args.jupyter_port} for JupyterLab is taken: use --jupyter-port or DEMO_JUPYTER_PORT"
-            )
-        endpoints = stack.up()
-        jupyter = _jupyterlab(endpoints, args.jupyter_port, stack.layout.run_dir)
-        jupyter.start()
-        base, token = jupyter.url.rstrip("/"), jupyter.token
-        users = _logins(endpoints)
-        print(
-            f"\nmlflow-oidc-jupyter demo is running (stack started in {endpoints['started_in_seconds']} s)\n\n"
-            f"  JupyterLab:      {base}/lab?token={token}\n"
-            f"  MLflow UI:       {base}/mlflow/  (through JupyterLab, after sign-in)\n"
-            f"  MLflow tracking: {endpoints['mlflow_url']}  (identity-aware proxy: bearer token required)\n"
-            f"  OpenID Provider: {endpoints['issuer']}\n"
-            f"  Demo logins:\n{users}\n\n"
-            f"  In a notebook:   %load_ext mlflow_oidc_jupyter   then   %mlflow_login\n"
-            f'  In a terminal:   .venv/bin/mlflow-oidc login  after  eval "$(stack/run env)"\n\n'
-            f"  Logs: {stack.layout.run_dir / 'logs'}      Ctrl-C stops everything.\n",
-            flush=True,
-        )
+        start()
         while not stopping.is_set():
-            if jupyter.proc is None or jupyter.proc.poll() is not None:
-                raise StackError(f"JupyterLab stopped. Last lines of {jupyter.log_path}:\n{log_tail(jupyter.log_path)}")
-            if len(stack.running()) < 4:
+            for jupyter in jupyters:
+                if jupyter.proc is None or jupyter.proc.poll() is not None:
+                    raise StackError(
+                        f"JupyterLab stopped. Last lines of {jupyter.log_path}:\n{log_tail(jupyter.log_path)}"
+                    )
+            if len(stack.running()) < len(stack.status()):
                 raise StackError(f"a stack component stopped; see the logs in {stack.layout.run_dir / 'logs'}")
             time.sleep(0.5)
         return 0
@@ -85,42 +115,10 @@ def main() -> int:
     finally:
         # Clean-up first, words after: the terminal (or a pipe like `| tee`) may already be gone.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if jupyter is not None:
+        for jupyter in jupyters:
             jupyter.stop()
-        stopped = stack.down()
-        _say(f"stopped: {', '.join(['jupyterlab', *stopped]) if jupyter else ', '.join(stopped) or 'nothing'}")
-
-
-def _hub_demo(stack: LocalStack) -> int:
-    """The stack with JupyterHub: people sign in at the hub; MLflow works in their servers with no second sign-in."""
-    stopping = _stop_on_signals()
-    try:
-        endpoints = stack.up(jupyterhub=True)
-        hub = endpoints["jupyterhub_url"]
-        users = _logins(endpoints)
-        print(
-            "\nmlflow-oidc-jupyter demo with JupyterHub is running "
-            f"(started in {endpoints['started_in_seconds']} s)\n\n"
-            f"  JupyterHub:      {hub}\n"
-            f"  MLflow UI:       {hub}user/<name>/mlflow/  (after signing in at the hub; no second sign-in)\n"
-            f"  MLflow tracking: {endpoints['mlflow_url']}  (identity-aware proxy: bearer token required)\n"
-            f"  OpenID Provider: {endpoints['issuer']}\n"
-            f"  Demo logins:\n{users}\n\n"
-            f"  In a notebook:   import mlflow; mlflow.log_metric('x', 1)   (no %mlflow_login needed)\n\n"
-            f"  Logs: {stack.layout.run_dir / 'logs'}      Ctrl-C stops everything.\n",
-            flush=True,
-        )
-        while not stopping.is_set():
-            if len(stack.running()) < len(stack.status()):
-                raise StackError(f"a stack component stopped; see the logs in {stack.layout.run_dir / 'logs'}")
-            time.sleep(0.5)
-        return 0
-    except StackError as exc:
-        _say(f"demo: {exc}")
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _say(f"stopped: {', '.join(stack.down()) or 'nothing'}")
+        stopped = [*("jupyterlab" for _ in jupyters), *stack.down()]
+        _say(f"stopped: {', '.join(stopped) or 'nothing'}")
 
 
 def _stop_on_signals() -> threading.Event:
