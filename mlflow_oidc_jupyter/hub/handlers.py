@@ -11,6 +11,7 @@ from jupyterhub.utils import url_path_join
 from oauthenticator.oauth2 import OAuthLogoutHandler
 
 from ..errors import OIDCError
+from ..oidc.remote import token_answer
 from .contract import SCOPE
 from .keeper import KeeperRefusal
 
@@ -54,15 +55,7 @@ class TokenHandler(APIHandler):
         except OIDCError as exc:
             self._reply(502, {"error": "refresh_failed", "message": str(exc)})
             return
-        self._reply(
-            200,
-            {
-                "access_token": tokens.access_token,
-                "token_type": "Bearer",
-                "expires_at": tokens.expires_at,
-                "identity": tokens.identity.to_dict() if tokens.identity else None,
-            },
-        )
+        self._reply(200, token_answer(tokens.access_token, tokens.expires_at, tokens.identity))
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         self.set_status(status)

@@ -16,6 +16,16 @@ from .schedule import renew_at
 from .tokens import Identity
 
 
+def token_answer(access_token: str, expires_at: float | None, identity: Identity | None) -> dict[str, Any]:
+    """The holder's 200 answer, as RemoteSession reads it (never a refresh or ID token)."""
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_at": expires_at,
+        "identity": identity.to_dict() if identity else None,
+    }
+
+
 class RemoteSession(ObservableSession):
     """The holder answers 200 `{"access_token", "expires_at", "identity"}`, or an error `{"message", "login_url"}`.
 

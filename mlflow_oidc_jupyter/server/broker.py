@@ -12,6 +12,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 
 from ..broker_contract import BROKER_PATH, REJECTED_PARAM, SECRET_ENV, SECRET_HEADER, URL_ENV, token_digest
 from ..errors import LoginRequired, OIDCError
+from ..oidc.remote import token_answer
 from ..settings import ENV_VARS
 from .handlers import MLflowHandler
 
@@ -78,15 +79,7 @@ class BrokerHandler(MLflowHandler):
             self._reply(502, {"error": "refresh_failed", "message": str(exc)})
             return
         snapshot = session.snapshot()
-        self._reply(
-            200,
-            {
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_at": snapshot.access_expires_at,
-                "identity": snapshot.identity.to_dict() if snapshot.identity else None,
-            },
-        )
+        self._reply(200, token_answer(token, snapshot.access_expires_at, snapshot.identity))
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         self.set_status(status)
