@@ -350,7 +350,7 @@ class Session(ObservableSession):
                 except OIDCError as exc:
                     logger.warning("Could not revoke the refresh token: %s", exc)
             try:
-                end_session_url = self.client.end_session_url(tokens.id_token, post_logout_redirect_uri)
+                end_session_url = self.client.end_session_url(post_logout_redirect_uri)
             except OIDCError as exc:
                 logger.warning("No end-session URL: %s", exc)
         return end_session_url
