@@ -11,9 +11,11 @@ import socket
 import stat
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from joserfc.jws import extract_compact
 
 from .support.tokens import user_tokens
@@ -224,3 +226,14 @@ def test_mlflow_listens_only_on_a_socket_in_the_private_run_folder(stack) -> Non
     assert "mlflow_upstream" not in stack.endpoints
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", stack.endpoints["ports"]["mlflow"])) != 0
+
+
+def test_in_compose_only_nginx_and_the_stores_share_a_network_with_mlflow() -> None:
+    compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "stack" / "compose.yaml").read_text())
+
+    def networks(service: dict) -> set[str]:
+        return set(service.get("networks") or ["default"])
+
+    services = compose["services"]
+    reach = {name for name, s in services.items() if name != "mlflow" and networks(s) & networks(services["mlflow"])}
+    assert reach == {"nginx", "postgres", "object-store"}
