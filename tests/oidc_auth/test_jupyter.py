@@ -8,7 +8,9 @@ import pytest
 
 from ..server.kernels import run_in_kernel
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+VIEWPORT = {"width": 1400, "height": 900}
 
 LOG_A_RUN = """
 ip = get_ipython()
@@ -50,3 +52,28 @@ def test_the_magics_sign_a_kernel_in_and_runs_carry_the_user_the_server_saw(alic
     )
     assert users.status_code == 200, users.text
     assert ("alice", "MANAGE") in {(u["name"], u["permission"]) for u in users.json()}
+
+
+def test_the_ui_shows_the_added_menu_and_its_admin_ui_under_mlflow(
+    alice_lab, kernel_run, chromium, oidc_auth, artifacts_dir
+):
+    context = chromium.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    try:
+        page.goto(f"{alice_lab.ui_url}?token={alice_lab.token}#/experiments")
+        page.get_by_text(kernel_run["name"], exact=True).wait_for(timeout=60_000)
+        menu = page.locator("[data-mlflow-oidc-injected] a")
+        menu.filter(has_text="Alice Admin").wait_for(timeout=30_000)  # its menu asks the server who we are
+        page.screenshot(path=artifacts_dir / "oidc-auth-ui-menu.png")
+        permissions = menu.filter(has_text="Permissions")
+        assert permissions.get_attribute("href") == alice_lab.base_url + "mlflow/oidc/ui/user"
+
+        permissions.click()
+
+        page.get_by_text("You have administrator privileges").wait_for(timeout=60_000)
+        assert page.url.startswith(alice_lab.ui_url + "oidc/ui/")
+        page.locator(f'a[href="{alice_lab.base_url}mlflow/oidc/ui/user/experiments"]').click()
+        page.get_by_text(kernel_run["name"]).first.wait_for(timeout=30_000)
+        page.screenshot(path=artifacts_dir / "oidc-auth-admin-ui.png")
+    finally:
+        context.close()
