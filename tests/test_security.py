@@ -157,6 +157,8 @@ def test_default_user_cannot_overwrite_an_existing_artifact(stack, bob: User, al
     assert_denied(bob.call("PUT", url, b""), "exists; replacing it needs the overwrite-artifacts permission")
     assert_denied(bob.call("PUT", url.replace("/api/", "/ajax-api/"), b"x"), "exists")
     assert_denied(bob.call("PUT", url.replace("model/", "model//"), b"x"), "exists")
+    spoof = {"X-Forwarded-Permissions": "overwrite-artifacts", "X-Forwarded-Roles": "Admin"}
+    assert_denied(bob.call("PUT", url, b"x", **spoof), "which bob does not have")
     ui_upload = f"/ajax-api/2.0/mlflow/upload-artifact?run_uuid={alices_run['run_id']}&path=model/weights.bin"
     assert_denied(bob.call("POST", ui_upload, b"x", **{"Content-Type": "application/octet-stream"}), "exists")
     assert bob.call("GET", url).content == b"alice's weights"
