@@ -130,7 +130,9 @@ def test_logout_forgets_the_session_and_mlflow_calls_ask_to_sign_in(shell, kerne
 
     shell.terminal.run(shell, "mlflow_logout", "")
 
-    assert "Signed out of MLflow." in shell.terminal.text
+    # It says whom the sign-out affects: here everyone sharing the token cache.
+    assert "Signed out of MLflow (as bob)" in shell.terminal.text
+    assert "every program sharing the token cache" in shell.terminal.text
     # The provider's sign-out link names the client, never the ID token (the output is saved in the notebook).
     assert "/session/end?client_id=jupyter" in shell.terminal.text
     assert id_token and id_token[:20] not in shell.terminal.text and "id_token_hint" not in shell.terminal.text

@@ -82,6 +82,7 @@ class Session(ObservableSession):
                 refresh_expires_at=tokens.refresh_expires_at if tokens else None,
                 refresh_count=self.refresh_count,
                 message=self._message,
+                issued_at=tokens.issued_at if tokens else None,
             )
 
     # -- signing in ------------------------------------------------------------------------------------------

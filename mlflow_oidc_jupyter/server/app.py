@@ -141,6 +141,9 @@ class MLflowOIDC(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         p = self.prefix
+        # JupyterLab's page config: the labextension finds the UI (and our routes) under the configured prefix.
+        assert self.serverapp is not None
+        self.serverapp.web_app.settings.setdefault("page_config_data", {})["mlflowOidcPrefix"] = p
         context: dict[str, Any] = {"ext": self}
         self.handlers.extend(
             [

@@ -57,6 +57,10 @@ class _MLflowHandler(JupyterHandler):
         url = self.ext.public_path("oauth", "login")
         return f"{url}?next={quote(next_path, safe='')}" if next_path else url
 
+    def remember_browser(self) -> None:
+        """Note where the user's browser reaches this server: kernels print links to the UI with this origin."""
+        self.ext.browser_origin = f"{self.request.protocol}://{self.request.host}"
+
     def answer(self, status: int, html: str | None, *, code: str, message: str) -> None:
         """A page for people, MLflow-style JSON for the UI's fetches and for scripts."""
         self.clear()
@@ -149,6 +153,7 @@ class ProxyHandler(_MLflowHandler):
             return
         if self.request.method == "GET" and is_navigation(self.request):
             self._share_xsrf_token()
+            self.remember_browser()
         self._start_upstream(token)
 
     def _reject_cross_site(self) -> None:
