@@ -303,6 +303,8 @@ class LocalStack:
         log_path = self.layout.log(name)
         proc = spawn(argv, env, log_path, cwd=self.layout.run_dir)
         entry = {**record(proc.pid), "port": endpoints["ports"][name], "log": str(log_path)}
+        if name == "mlflow" and "mlflow_socket" in endpoints:
+            entry["socket"] = endpoints["mlflow_socket"]  # what `status` shows: where MLflow listens
         state = self._read_state()
         state["components"][name] = entry
         self._write_state(state)
@@ -515,7 +517,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
         elif args.command == "status":
             for name, status, entry in stack.status():
-                detail = f"pid {entry['pid']} port {entry['port']}" if entry and status == "running" else ""
+                detail = ""
+                if entry and status == "running":
+                    where = f"socket {entry['socket']}" if "socket" in entry else f"port {entry['port']}"
+                    detail = f"pid {entry['pid']} {where}"
                 print(f"{name:7} {status:8} {detail}")
             return 0 if all(status == "running" for _, status, _ in stack.status()) else 3
         elif args.command == "env":
