@@ -193,6 +193,7 @@ def make_presenter(login: KernelLogin, *, text: bool) -> Presenter:
         on_sign_out=login.logout,
         on_cancel=login.cancel,
         current_run=lambda: login.current_run,
+        shared=lambda: login.scope == SCOPE_SERVER,
         ticker=login.ticker,
         **sources,
     )

@@ -45,6 +45,7 @@ class LoginWidget(widgets.VBox):
         refreshed_by: Callable[[], str],
         scope: Callable[[], str] = lambda: "",
         current_run: Callable[[], RunLink | None] = lambda: None,
+        shared: Callable[[], bool] = lambda: False,
         ticker: Ticker | None = None,
     ) -> None:
         self.title = widgets.HTML()
@@ -60,6 +61,7 @@ class LoginWidget(widgets.VBox):
         self.cancel_button.on_click(lambda _b: on_cancel())
         self._tracking_uri, self._ui_url = tracking_uri, ui_url
         self._refreshed_by, self._scope, self._current_run = refreshed_by, scope, current_run
+        self._shared = shared
         self._lock = threading.RLock()
         self.mode = "signed_out"
         self._snapshot: SessionSnapshot | None = None
@@ -179,6 +181,11 @@ class LoginWidget(widgets.VBox):
                 links += f" · {_link(view.ui_url + run.fragment, 'Open this run')} <span class='muted'>"
                 links += f"({html.escape(run.run_name)})</span>"
             links = f"<div>{links}</div>"
+        # On the server's sign-in the button ends this kernel's use only: say so on it.
+        self._set_label(self.sign_out_button, "Sign out (this kernel)" if self._shared() else "Sign out")
+        tip = "The Jupyter server, the MLflow UI and other notebooks stay signed in" if self._shared() else ""
+        if self.sign_out_button.tooltip != tip:
+            self.sign_out_button.tooltip = tip
         return view.title, f"<table>{rows}</table>{links}", [self.sign_out_button]
 
     def _render_failed(self) -> tuple[str, str, list]:

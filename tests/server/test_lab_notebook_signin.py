@@ -45,6 +45,7 @@ def test_the_widget_follows_the_server_and_logout_in_a_notebook_ends_only_its_ow
         widget = page.locator(".mlflow-oidc")
         widget.get_by_text("Signed in as alice").wait_for(timeout=60_000)
         assert "Reusing the Jupyter server's sign-in of alice" in cells.nth(0).inner_text()
+        assert widget.get_by_role("button", name="Sign out (this kernel)").is_visible()
 
         # The server signs out from JupyterLab: the widget says so at once, no cell runs.
         palette(page, "Sign out of MLflow")
