@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mlflow_oidc_jupyter.files import write_private
 
-from . import hubstack
+from . import hubstack, oidc_auth
 from .errors import StackError
 from .installs import npm_ci, require
 from .nginx.render import render_local
@@ -34,9 +34,15 @@ DEFAULT_PORTS = {"idp": 9000, "mlflow": 5001, "gate": 9100, "nginx": 8080}
 PORT_ENV = {name: f"STACK_{name.upper()}_PORT" for name in COMPONENTS}
 START_TIMEOUT = {"idp": 30.0, "mlflow": 90.0, "gate": 30.0, "nginx": 15.0, **hubstack.START_TIMEOUT}
 # With --jupyterhub: configurable-http-proxy and the hub, after the rest (stack/hubstack.py).
-ALL_COMPONENTS = COMPONENTS + hubstack.COMPONENTS
+ALL_COMPONENTS = COMPONENTS + hubstack.COMPONENTS + ("mlflow-oidc-auth",)
 DEFAULT_PORTS.update(hubstack.DEFAULT_PORTS)
 PORT_ENV.update({name: f"STACK_{name.upper().replace('-', '_')}_PORT" for name in hubstack.PORTS})
+#: The server sides `up --server` offers: our gate in front of MLflow, or mlflow-oidc-auth validating tokens itself.
+SERVERS = {"gate": COMPONENTS, "mlflow-oidc-auth": ("idp", "mlflow-oidc-auth")}
+DEFAULT_PORTS["mlflow-oidc-auth"] = 5002
+PORT_ENV["mlflow-oidc-auth"] = "STACK_MLFLOW_OIDC_AUTH_PORT"
+# It imports MLflow's whole server twice (the CLI, then uvicorn): slow on a busy machine.
+START_TIMEOUT["mlflow-oidc-auth"] = 240.0
 
 # Demo logins: printed by the demo and written to endpoints.json; never use them outside this local stack.
 DEMO_USERS = {
@@ -86,8 +92,13 @@ class LocalStack:
         run_dir: Path = DEFAULT_RUN_DIR,
         env: dict[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        server: str | None = None,
     ) -> None:
         self.layout = Layout(Path(run_dir).resolve())
+        # None: the server side this run folder last started (for down/status/restart), else the gate.
+        self.server = server or self._read_state().get("server", "gate")
+        if self.server not in SERVERS:
+            raise StackError(f"unknown server side {self.server!r}; choose one of {', '.join(SERVERS)}")
         self._env = {**os.environ, **(env or {})}  # e.g. IDP_ACCESS_TOKEN_TTL for every component started
         # STACK_MLFLOW_TCP=1: MLflow on a loopback port anyone on the host can reach without a token (benchmarks).
         self._mlflow_tcp = self._env.get("STACK_MLFLOW_TCP", "") == "1"
@@ -118,7 +129,7 @@ class LocalStack:
 
     def _ports(self, free_ports: bool, requested: dict[str, int], jupyterhub: bool = False) -> dict[str, int]:
         ports: dict[str, int] = {}
-        for name in COMPONENTS + (hubstack.PORTS if jupyterhub else ()):
+        for name in SERVERS[self.server] + (hubstack.PORTS if jupyterhub else ()):
             if name in requested:
                 ports[name] = requested[name]
             elif self._env.get(PORT_ENV[name]):
@@ -141,7 +152,11 @@ class LocalStack:
             values = json.loads(self.layout.secrets.read_text())
         except FileNotFoundError:
             values = {}
-        wanted = {"ci-bot": secrets.token_urlsafe(32), **hubstack.new_secrets()}
+        wanted = {
+            "ci-bot": secrets.token_urlsafe(32),
+            "mlflow-oidc-auth": secrets.token_hex(32),  # signs its session cookie
+            **hubstack.new_secrets(),
+        }
         if not wanted.keys() <= values.keys():
             values = {**wanted, **values}
             write_private(self.layout.secrets, json.dumps(values))
@@ -166,6 +181,20 @@ class LocalStack:
             "clients": clients,
         }
         write_private(self.layout.idp_config, json.dumps(idp_config, indent=2))
+        if self.server == "mlflow-oidc-auth":
+            # No proxy in front: the tracking URI is mlflow-oidc-auth itself, which validates the bearer tokens.
+            return {
+                "issuer": issuer,
+                "audience": AUDIENCE,
+                "server": self.server,
+                "mlflow_url": f"http://{HOST}:{ports['mlflow-oidc-auth']}",
+                "users": {name: {"password": u["password"], "roles": u["roles"]} for name, u in DEMO_USERS.items()},
+                "clients": {
+                    n: {k: v for k, v in c.items() if k in ("client_id", "client_secret")} for n, c in clients.items()
+                },
+                "ports": ports,
+                "run_dir": str(self.layout.run_dir),
+            }
 
         mlflow_tcp = f"{HOST}:{ports['mlflow']}"
         render_local(
@@ -239,14 +268,30 @@ class LocalStack:
             return [require("nginx"), "-p", str(run / "nginx"), "-c", str(conf), "-g", "daemon off;"], env
         if name in hubstack.COMPONENTS:
             return hubstack.command(name, run, ports, self._secrets(), env)
+        if name == "mlflow-oidc-auth":
+            folder = run / "mlflow-oidc-auth"
+            folder.mkdir(exist_ok=True)
+            env.update(
+                oidc_auth.settings(issuer, AUDIENCE, "jupyter", folder, secret_key=self._secrets()["mlflow-oidc-auth"])
+            )
+            return oidc_auth.command(self._oidc_auth_venv(), HOST, ports[name], folder), env
         raise StackError(f"unknown component {name!r}; components are {', '.join(COMPONENTS)}")
+
+    def _oidc_auth_venv(self) -> Path:
+        try:
+            return oidc_auth.ensure_venv(self._say)
+        except oidc_auth.OIDCAuthSetupError as exc:
+            raise StackError(str(exc)) from exc
 
     def _health_url(self, name: str, endpoints: dict) -> str:
         ports = endpoints["ports"]
         if name in hubstack.COMPONENTS:
             return hubstack.health_url(name, ports)[0]
+        if name == "idp":
+            return f"{endpoints['issuer']}/.well-known/openid-configuration"
+        if name == "mlflow-oidc-auth":  # with `--server mlflow-oidc-auth` only it and the IdP have ports
+            return f"http://{HOST}:{ports[name]}/health"
         return {
-            "idp": f"{endpoints['issuer']}/.well-known/openid-configuration",
             "mlflow": f"http://{HOST}:{ports['mlflow']}/health" if self._mlflow_tcp else "/health",
             "gate": f"http://{HOST}:{ports['gate']}/healthz",
             # Through nginx and the gate: 401 without a token proves the whole chain answers.
@@ -258,6 +303,8 @@ class LocalStack:
         log_path = self.layout.log(name)
         proc = spawn(argv, env, log_path, cwd=self.layout.run_dir)
         entry = {**record(proc.pid), "port": endpoints["ports"][name], "log": str(log_path)}
+        if name == "mlflow" and "mlflow_socket" in endpoints:
+            entry["socket"] = endpoints["mlflow_socket"]  # what `status` shows: where MLflow listens
         state = self._read_state()
         state["components"][name] = entry
         self._write_state(state)
@@ -291,14 +338,23 @@ class LocalStack:
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.layout.run_dir, 0o700)
         _ensure_idp_installed()
+        if jupyterhub and self.server != "gate":
+            raise StackError("--jupyterhub runs with the gate only (not with --server mlflow-oidc-auth)")
         if jupyterhub:
             hubstack.ensure_proxy_installed()
+        if self.server == "mlflow-oidc-auth":
+            self._oidc_auth_venv()  # before any process starts: the first install takes minutes
         self.layout.endpoints.unlink(missing_ok=True)
-        self._write_state({"components": {}})
+        self._write_state({"components": {}, "server": self.server})
         endpoints = self._write_config(self._ports(free_ports, ports or {}, jupyterhub))
         timings: dict[str, float] = {}
         began = time.monotonic()
         try:
+            if self.server == "mlflow-oidc-auth":
+                launched = {name: self._launch(name, endpoints) for name in ("mlflow-oidc-auth", "idp")}
+                for name in ("idp", "mlflow-oidc-auth"):
+                    timings[name] = self._wait_healthy(name, launched[name], endpoints)
+                return self._finish_up(endpoints, began)
             # MLflow is the slowest starter: launch it alongside the IdP, then wait in dependency order.
             launched = {name: self._launch(name, endpoints) for name in ("mlflow", "idp")}
             timings["idp"] = self._wait_healthy("idp", launched["idp"], endpoints)
@@ -313,6 +369,9 @@ class LocalStack:
         except BaseException:
             self.down()
             raise
+        return self._finish_up(endpoints, began)
+
+    def _finish_up(self, endpoints: dict, began: float) -> dict:
         endpoints["started_in_seconds"] = round(time.monotonic() - began, 2)
         write_private(self.layout.endpoints, json.dumps(endpoints, indent=2))
         self._say(f"stack up in {endpoints['started_in_seconds']} s ({self.layout.run_dir})")
@@ -339,7 +398,7 @@ class LocalStack:
         `while_stopped` runs between stop and start (e.g. a test changing the IdP's stored grants).
         """
         endpoints = self.endpoints()
-        if name not in COMPONENTS and not (name in hubstack.COMPONENTS and "jupyterhub_url" in endpoints):
+        if name not in SERVERS[self.server] and not (name in hubstack.COMPONENTS and "jupyterhub_url" in endpoints):
             raise StackError(f"unknown component {name!r}; components are {', '.join(self._components())}")
         entry = self._read_state()["components"].get(name)
         if entry:
@@ -351,7 +410,9 @@ class LocalStack:
     def _components(self) -> tuple[str, ...]:
         """The components this run folder starts: the hub's too when it was started with them."""
         recorded = self._read_state()["components"]
-        return ALL_COMPONENTS if any(name in recorded for name in hubstack.COMPONENTS) else COMPONENTS
+        if any(name in recorded for name in hubstack.COMPONENTS):
+            return COMPONENTS + hubstack.COMPONENTS
+        return SERVERS[self.server]
 
     def status(self) -> list[tuple[str, str, dict | None]]:
         components = self._read_state()["components"]
@@ -391,8 +452,8 @@ def _parse_ports(values: list[str]) -> dict[str, int]:
     ports = {}
     for value in values:
         name, _, port = value.partition("=")
-        if name not in COMPONENTS + hubstack.PORTS or not port.isdigit():
-            names = ", ".join(COMPONENTS + hubstack.PORTS)
+        if name not in COMPONENTS + hubstack.PORTS + ("mlflow-oidc-auth",) or not port.isdigit():
+            names = ", ".join(COMPONENTS + hubstack.PORTS + ("mlflow-oidc-auth",))
             raise StackError(f"--port takes COMPONENT=PORT with COMPONENT in {names}, got {value!r}")
         ports[name] = int(port)
     return ports
@@ -408,6 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed defaults")
     up.add_argument("--port", action="append", default=[], metavar="COMPONENT=PORT", help="e.g. nginx=8081")
     up.add_argument("--jupyterhub", action="store_true", help="also JupyterHub (and its proxy), signing in at the IdP")
+    up.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="gate",
+        help="the server side: our gate + nginx in front of MLflow (default), or mlflow-oidc-auth "
+        "(`mlflow server --app-name oidc-auth` in its own Python 3.12 venv, see docs/servers.md)",
+    )
     sub.add_parser("down", help="stop everything this run folder started")
     sub.add_parser("status", help="what runs, on which ports")
     sub.add_parser("env", help="print the export lines that point MLflow and mlflow-oidc at this stack")
@@ -415,11 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     restart.add_argument("component", choices=ALL_COMPONENTS)
     args = parser.parse_args(argv)
 
-    stack = LocalStack(args.run_dir)
+    stack = LocalStack(args.run_dir, server=getattr(args, "server", None))
     try:
         if args.command == "up":
             endpoints = stack.up(free_ports=args.free_ports, ports=_parse_ports(args.port), jupyterhub=args.jupyterhub)
-            print(f"MLflow (through the proxy): {endpoints['mlflow_url']}")
+            where = "mlflow-oidc-auth" if args.server == "mlflow-oidc-auth" else "through the proxy"
+            print(f"MLflow ({where}): {endpoints['mlflow_url']}")
             if "jupyterhub_url" in endpoints:
                 print(f"JupyterHub:                 {endpoints['jupyterhub_url']}")
             print(f"OpenID Provider:            {endpoints['issuer']}")
@@ -431,7 +500,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
         elif args.command == "status":
             for name, status, entry in stack.status():
-                detail = f"pid {entry['pid']} port {entry['port']}" if entry and status == "running" else ""
+                detail = ""
+                if entry and status == "running":
+                    where = f"socket {entry['socket']}" if "socket" in entry else f"port {entry['port']}"
+                    detail = f"pid {entry['pid']} {where}"
                 print(f"{name:7} {status:8} {detail}")
             return 0 if all(status == "running" for _, status, _ in stack.status()) else 3
         elif args.command == "env":

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from mlflow_oidc_jupyter.oidc import TokenCache
+
 from .support.idp_pages import approve_device, authorize
 
 CLI = str(Path(sys.executable).parent / "mlflow-oidc")
@@ -92,8 +94,11 @@ def test_device_login_then_status_token_env_and_a_plain_mlflow_script(stack, env
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in cache.iterdir()} == {0o600}
 
+    stored = TokenCache(cache)
+    id_token = stored.load(stored.current_key(env["MLFLOW_OIDC_ISSUER"], env["MLFLOW_OIDC_CLIENT_ID"])).id_token
     logout = cli(env, "logout")
-    assert logout.returncode == 0 and "Signed out alice" in logout.stderr and "id_token_hint=" in logout.stderr
+    assert logout.returncode == 0 and "Signed out alice" in logout.stderr and "/session/end?" in logout.stderr
+    assert "id_token_hint" not in logout.stderr and id_token and id_token not in logout.stderr + logout.stdout
     assert not list(cache.glob("tokens-*.json"))
     after = cli(env, "token")
     assert after.returncode == 3 and after.stdout == "" and "mlflow-oidc login" in after.stderr

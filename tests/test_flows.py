@@ -146,7 +146,8 @@ def test_logout_revokes_the_refresh_token_and_offers_an_end_session_url(stack, s
 
     url = session.logout()
 
-    assert url.startswith(f"{stack.issuer}/session/end?") and "id_token_hint=" in url
+    assert url.startswith(f"{stack.issuer}/session/end?") and "client_id=jupyter" in url
+    assert "id_token_hint" not in url and tokens.id_token not in url  # the URL is shown to people
     with pytest.raises(ProviderError) as refused:
         session.client.refresh(tokens)
     assert refused.value.error == "invalid_grant"

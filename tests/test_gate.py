@@ -1,6 +1,6 @@
 """The authorization gate and the nginx identity-aware proxy: real gate, real nginx, a real issuer of our own.
 
-The issuer here is a tiny JWKS/discovery server with RSA keys made by authlib (tokens signed for real), so that
+The issuer here is a tiny JWKS/discovery server with RSA keys made by joserfc (tokens signed for real), so that
 expiry, foreign keys, rotation and Keycloak-shaped claims can be produced at will; the local IdP's own tokens
 are exercised by the stack tests.
 """
@@ -20,26 +20,22 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import authlib.deprecate  # noqa: F401
 import pytest
 import requests
 import yaml
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 
 from stack.nginx.render import render_local
 from stack.ports import free_port
 
 from .support.waiting import wait_until
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from authlib.jose import JsonWebKey, jwt
 
 ROOT = Path(__file__).resolve().parent.parent
 GATE = ROOT / "stack" / "gate" / "gate.py"
@@ -59,7 +55,7 @@ def _b64(data: bytes) -> str:
 
 
 def new_key(kid: str) -> Any:
-    return JsonWebKey.generate_key("RSA", 2048, is_private=True, options={"kid": kid})
+    return RSAKey.generate_key(2048, parameters={"kid": kid})
 
 
 @dataclass
@@ -81,7 +77,7 @@ class Issuer:
         payload = {"iss": self.url, "aud": "mlflow", "sub": "user-1", "iat": now, "exp": now + 300} | claims
         payload = {k: v for k, v in payload.items() if v is not None}
         hdr = {"alg": "RS256", "kid": key.kid} | (header or {})
-        return jwt.encode(hdr, payload, key).decode()
+        return jwt.encode(hdr, payload, key)
 
     def user_token(self, name: str, roles: list[str], **claims: Any) -> str:
         return self.token(preferred_username=name, roles=roles, **claims)
@@ -103,7 +99,7 @@ def serve_issuer(tls: ssl.SSLContext | None = None) -> Iterator[Issuer]:
                 body = {"issuer": base, "jwks_uri": iss.url + "/jwks"}
             elif self.path == "/jwks":
                 iss.jwks_fetches += 1
-                body = {"keys": [k.as_dict(is_private=False) | {"use": "sig", "alg": "RS256"} for k in iss.keys]}
+                body = {"keys": [k.as_dict(private=False) | {"use": "sig", "alg": "RS256"} for k in iss.keys]}
             else:
                 self.send_error(404)
                 return
@@ -367,7 +363,7 @@ def test_token_not_yet_valid_is_401(proxy: Proxy, issuer: Issuer) -> None:
 
 
 def test_unsigned_alg_none_token_is_401(proxy: Proxy, issuer: Issuer) -> None:
-    # authlib refuses to produce such a token, so the attacker's bytes are assembled here.
+    # joserfc refuses to produce such a token, so the attacker's bytes are assembled here.
     now = int(time.time())
     claims = {"iss": issuer.url, "aud": "mlflow", "exp": now + 300, "roles": ["Admin"], "sub": "x"}
     header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
@@ -381,7 +377,7 @@ def test_hs256_token_keyed_with_the_public_key_is_401(proxy: Proxy, issuer: Issu
     claims = {"iss": issuer.url, "aud": "mlflow", "exp": now + 300, "roles": ["Admin"], "sub": "x"}
     header = {"alg": "HS256", "typ": "JWT", "kid": issuer.keys[0].kid}
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-    public_pem = issuer.keys[0].as_pem(is_private=False)
+    public_pem = issuer.keys[0].as_pem(private=False)
     signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     assert_unauthenticated(proxy, f"{signing_input}.{_b64(signature)}", "algorithm not allowed")
 

@@ -263,6 +263,16 @@ def test_refresh_rotates_and_reusing_a_spent_refresh_token_revokes_the_grant(idp
         client.refresh_token(idp.metadata["token_endpoint"], refresh_token=second["refresh_token"])
 
 
+def test_token_answers_announce_the_refresh_tokens_idle_limit_like_keycloak(idp: IdP) -> None:
+    first = idp.sign_in("bob", scope="openid profile")  # session-bound: idle limit 8 h (IDP_REFRESH_TOKEN_TTL)
+    client = idp.jupyter(scope="openid profile")
+
+    second = client.refresh_token(idp.metadata["token_endpoint"], refresh_token=first["refresh_token"])
+
+    assert first["refresh_expires_in"] == 8 * 3600
+    assert 8 * 3600 - 5 <= second["refresh_expires_in"] <= 8 * 3600
+
+
 def test_logout_ends_the_session_and_its_refresh_tokens(idp: IdP) -> None:
     browser = requests.Session()
     tokens = idp.sign_in("bob", scope="openid profile", browser=browser)

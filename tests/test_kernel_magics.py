@@ -123,12 +123,19 @@ def test_whoami_shows_user_roles_and_expiries_never_a_token(shell, kernel_env):
         assert secret[:20] not in text
 
 
-def test_logout_forgets_the_session_and_mlflow_calls_ask_to_sign_in(shell):
+def test_logout_forgets_the_session_and_mlflow_calls_ask_to_sign_in(shell, kernel_env):
     shell.terminal.run(shell, "mlflow_login", "")
+    tokens = TokenCache(kernel_env)
+    id_token = tokens.load(tokens.current_key(peek_default_session().settings.issuer, "jupyter")).id_token
 
     shell.terminal.run(shell, "mlflow_logout", "")
 
-    assert "Signed out of MLflow." in shell.terminal.text
+    # It says whom the sign-out affects: here everyone sharing the token cache.
+    assert "Signed out of MLflow (as bob)" in shell.terminal.text
+    assert "every program sharing the token cache" in shell.terminal.text
+    # The provider's sign-out link names the client, never the ID token (the output is saved in the notebook).
+    assert "/session/end?client_id=jupyter" in shell.terminal.text
+    assert id_token and id_token[:20] not in shell.terminal.text and "id_token_hint" not in shell.terminal.text
     # MLflow wraps what the auth provider raises in an MlflowException; the sign-in hint survives.
     with pytest.raises((LoginRequired, MlflowException), match="You are not signed in.*mlflow_login"):
         MlflowClient().search_experiments()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import threading
+import time
 
 import pytest
 import requests
@@ -141,8 +142,47 @@ def test_browser_flow_shows_a_sign_in_link_opening_in_a_new_tab(stack, isolated_
 
 def test_closing_stops_the_widgets_ticker_thread(kernel):
     login, widget = kernel
+    ticker = login.ticker.thread
+    assert ticker is not None and ticker.is_alive()
 
     login.close()
 
-    assert not widget._ticker.is_alive()
+    assert not ticker.is_alive()
     assert [t.name for t in threading.enumerate() if t.name.startswith("mlflow-oidc")] == []
+
+
+def test_a_device_code_shows_only_in_the_widget_that_asked_and_one_ticker_serves_every_widget(stack, isolated_home):
+    login = KernelLogin()
+    login.configure(settings_for(stack, isolated_home / ".cache" / "mlflow-oidc"), flow="device")
+    older, newer = make_presenter(login, text=False), make_presenter(login, text=False)
+    login.attach(older)
+    login.attach(newer)  # as a second %mlflow_login would
+    try:
+        assert [t.name for t in threading.enumerate()].count("mlflow-oidc-ticker") == 1
+
+        newer.sign_in_button.click()
+        approve_shown_code(newer, stack, "bob")
+        wait_for(lambda: newer.mode == "signed_in" and older.mode == "signed_in")  # both live, pushed
+
+        assert older.mode != "device" and 'class="code"' not in older.body.value
+        assert [t.name for t in threading.enumerate()].count("mlflow-oidc-ticker") == 1
+    finally:
+        login.close()
+    assert "mlflow-oidc-ticker" not in [t.name for t in threading.enumerate()]
+
+
+def test_last_refresh_is_the_time_the_tokens_were_issued_and_counts_in_good_english(kernel, stack):
+    login, widget = kernel
+    login.sign_in()
+    approve_shown_code(widget, stack, "bob")
+    wait_for(lambda: widget.mode == "signed_in")
+    assert "Last refresh</td><td>none yet (tokens from " in widget.body.value
+
+    login.session.refresh()
+
+    issued = time.strftime("%H:%M:%S", time.localtime(login.session.snapshot().issued_at))
+    wait_for(lambda: f"Last refresh</td><td>{issued} (1 refresh)</td>" in widget.body.value, 5)
+    # The provider announces the refresh token's idle limit (8 h here): the session's end is shown.
+    assert re.search(r"Session expires in</td><td>[78] h \d\d min \(renewed by each refresh\)", widget.body.value)
+    login.session.refresh()
+    wait_for(lambda: "(2 refreshes)" in widget.body.value, 5)

@@ -11,9 +11,11 @@ import socket
 import stat
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from joserfc.jws import extract_compact
 
 from .support.tokens import user_tokens
@@ -155,6 +157,8 @@ def test_default_user_cannot_overwrite_an_existing_artifact(stack, bob: User, al
     assert_denied(bob.call("PUT", url, b""), "exists; replacing it needs the overwrite-artifacts permission")
     assert_denied(bob.call("PUT", url.replace("/api/", "/ajax-api/"), b"x"), "exists")
     assert_denied(bob.call("PUT", url.replace("model/", "model//"), b"x"), "exists")
+    spoof = {"X-Forwarded-Permissions": "overwrite-artifacts", "X-Forwarded-Roles": "Admin"}
+    assert_denied(bob.call("PUT", url, b"x", **spoof), "which bob does not have")
     ui_upload = f"/ajax-api/2.0/mlflow/upload-artifact?run_uuid={alices_run['run_id']}&path=model/weights.bin"
     assert_denied(bob.call("POST", ui_upload, b"x", **{"Content-Type": "application/octet-stream"}), "exists")
     assert bob.call("GET", url).content == b"alice's weights"
@@ -224,3 +228,14 @@ def test_mlflow_listens_only_on_a_socket_in_the_private_run_folder(stack) -> Non
     assert "mlflow_upstream" not in stack.endpoints
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", stack.endpoints["ports"]["mlflow"])) != 0
+
+
+def test_in_compose_only_nginx_and_the_stores_share_a_network_with_mlflow() -> None:
+    compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "stack" / "compose.yaml").read_text())
+
+    def networks(service: dict) -> set[str]:
+        return set(service.get("networks") or ["default"])
+
+    services = compose["services"]
+    reach = {name for name, s in services.items() if name != "mlflow" and networks(s) & networks(services["mlflow"])}
+    assert reach == {"nginx", "postgres", "object-store"}

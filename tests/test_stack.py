@@ -12,7 +12,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
-from authlib.jose import JsonWebKey, jwt
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -58,9 +59,11 @@ def test_request_without_token_is_refused_with_mlflow_style_json(stack):
 
 def test_token_signed_by_another_key_is_refused(stack):
     real = user_tokens(stack, "bob")["access_token"]
-    claims = jwt.decode(real, JsonWebKey.import_key_set(requests.get(_jwks_uri(stack), timeout=10).json()))
-    forger = JsonWebKey.generate_key("RSA", 2048, is_private=True, options={"kid": claims.header.get("kid")})
-    forged = jwt.encode({"alg": "RS256", "kid": claims.header.get("kid")}, dict(claims), forger).decode()
+    verified = jwt.decode(real, KeySet.import_key_set(requests.get(_jwks_uri(stack), timeout=10).json()))
+    kid = verified.header.get("kid")
+    forged = jwt.encode(
+        {"alg": "RS256", "kid": kid}, verified.claims, RSAKey.generate_key(2048, parameters={"kid": kid})
+    )
     _assert_unauthenticated(_search(stack, forged))
 
 
@@ -75,7 +78,7 @@ def test_expired_token_is_refused(make_stack):
     short = make_stack(env={"IDP_ACCESS_TOKEN_TTL": "2", "STACK_GATE_LEEWAY": "1"}, name="short-access")
     token = user_tokens(short, "bob")["access_token"]
     assert _search(short, token).status_code == 200
-    expires = jwt.decode(token, JsonWebKey.import_key_set(requests.get(_jwks_uri(short), timeout=10).json()))["exp"]
+    expires = jwt.decode(token, KeySet.import_key_set(requests.get(_jwks_uri(short), timeout=10).json())).claims["exp"]
     # The gate compares whole seconds: expired once int(now) is past exp + leeway (1 s here).
     time.sleep(max(0.0, expires + 1 + 1.2 - time.time()))
     body = _assert_unauthenticated(_search(short, token))

@@ -14,9 +14,15 @@ export function oauthUrl(name) {
   return URLExt.join(uiPath(), 'oauth', name);
 }
 
+/** Only a path on this server is a valid `next` (the server refuses other values): drop the origin. */
+function pathOf(url) {
+  const parsed = new URL(url, location.href);
+  return parsed.pathname + parsed.search + parsed.hash;
+}
+
 /** The sign-in URL that goes straight to the identity provider; `reuse` skips it when already signed in. */
 export function signInUrl(next, { reuse = false } = {}) {
-  const query = new URLSearchParams({ next: next || new URL(uiPath(), location.href).pathname });
+  const query = new URLSearchParams({ next: pathOf(next || uiPath()) });
   if (reuse) {
     query.set('reuse', '1');
   }

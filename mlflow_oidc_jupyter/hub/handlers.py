@@ -79,9 +79,7 @@ class LogoutHandler(OAuthLogoutHandler):
         authenticator = self.authenticator
         if self._id_token and authenticator.post_logout_redirect_uri and not authenticator.logout_redirect_url:
             try:
-                url = authenticator.keeper.client.end_session_url(
-                    self._id_token, authenticator.post_logout_redirect_uri
-                )
+                url = authenticator.keeper.client.end_session_url(authenticator.post_logout_redirect_uri)
             except OIDCError as exc:
                 self.log.warning("No end-session URL from the provider: %s", exc)
                 url = None

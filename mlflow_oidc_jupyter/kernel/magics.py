@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from html import escape
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -13,8 +12,8 @@ from IPython.display import HTML, display
 
 from ..errors import ConfigError, OIDCError
 from ..settings import Settings
-from .login import FLOWS, KernelLogin
-from .presenter import Presenter
+from .broker import BrokerSession
+from .login import FLOWS, SCOPE_CACHE, SCOPE_SERVER, KernelLogin, Presenter
 from .text import TextPresenter, render_view
 from .view import describe
 
@@ -37,6 +36,12 @@ class MLflowOIDCMagics(Magics):
         help="How to sign in. Default: through the Jupyter server when it offers it, else the device flow "
         "(works on remote kernels too). `browser` uses the Jupyter server's sign-in page or a loopback redirect.",
     )
+    @argument(
+        "--new",
+        action="store_true",
+        help="A new sign-in for this kernel alone (e.g. as another user), kept in memory: the Jupyter server's "
+        "sign-in, the MLflow UI, other notebooks and the token cache are not touched.",
+    )
     @argument("--scopes", help="Scopes to request, space or comma separated (default: openid profile email).")
     @argument("--offline", action="store_true", help="Ask for offline_access: sessions past the IdP's maximum.")
     @argument("--text", action="store_true", help="Plain text instead of the widget.")
@@ -53,7 +58,8 @@ class MLflowOIDCMagics(Magics):
         """Sign in to MLflow; afterwards every MLflow call in this kernel is authenticated.
 
         A sign-in that still works (this kernel's, the token cache's from `mlflow-oidc login`, or the Jupyter
-        server's) is reused without a prompt. The cell waits until you signed in; interrupt the kernel to stop.
+        server's) is reused without a prompt, and the output says which. `--new` always signs in anew, for this
+        kernel only. The cell waits until you signed in; interrupt the kernel to stop.
         """
         args = parse_argstring(self.mlflow_login, line)
         scopes = args.scopes.replace(",", " ").split() if args.scopes else None
@@ -66,7 +72,7 @@ class MLflowOIDCMagics(Magics):
                 tracking_uri=args.tracking_uri,
                 scopes=" ".join(scopes) if scopes else None,
             )
-            self.login.configure(settings, flow=args.flow, grace_period=args.grace_period)
+            self.login.configure(settings, flow=args.flow, grace_period=args.grace_period, new=args.new)
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
         presenter = make_presenter(self.login, text=args.text or not self._widgets())
@@ -76,8 +82,9 @@ class MLflowOIDCMagics(Magics):
         tick = getattr(presenter, "drain", None)
         try:
             if self.login.resume():
+                print(self._reused())
                 return
-            self.login.sign_in()
+            self.login.sign_in(presenter)
             self.login.wait(timeout=args.timeout, tick=tick)
         finally:
             if tick is not None:
@@ -85,22 +92,37 @@ class MLflowOIDCMagics(Magics):
             if isinstance(presenter, TextPresenter) and not self.login.grace_period:
                 self.login.detach(presenter)  # nobody would print it after this cell
 
+    @magic_arguments()
+    @argument(
+        "--server",
+        action="store_true",
+        help="Sign the Jupyter server out of MLflow: the MLflow UI and every notebook using its sign-in.",
+    )
     @line_magic
     def mlflow_logout(self, line: str) -> None:
-        """Sign out: revoke the refresh token, forget the cached tokens of this issuer and client."""
+        """Sign out; the output says whom it affected (this kernel, the Jupyter server and its notebooks, the cache).
+
+        With the Jupyter server's sign-in, this kernel stops using it (its MLflow calls fail until %mlflow_login)
+        and the server stays signed in; `--server` signs the server out. A kernel's own sign-in is revoked, unless
+        the server holds a sign-in of the same user (revoking could end that too): then it is forgotten.
+        """
+        args = parse_argstring(self.mlflow_logout, line)
         try:
-            done = self.login.logout()
+            result = self.login.logout(server=args.server)
         except OIDCError as exc:
             raise UsageError(str(exc)) from None
-        if done is None:
-            print("Not signed in.")
-            return
-        print(done.message)
-        if done.url:
+        print(result.message)
+        if isinstance(self.login.session, BrokerSession) and not args.server:
+            logout = (self.login.ui_url or "/mlflow/") + "oauth/logout"
             if self._widgets():
-                display(HTML(f'<a href="{escape(done.url)}" target="_blank">{escape(done.link_label)}</a>'))
+                display(HTML(f'<a href="{logout}" target="_blank">Sign the Jupyter server out of MLflow</a>'))
+            return
+        end_session_url = result.end_session_url
+        if end_session_url:
+            if self._widgets():
+                display(HTML(f'<a href="{end_session_url}" target="_blank">Also sign out at the identity provider</a>'))
             else:
-                print(f"{done.text_hint}, open {done.url}")
+                print(f"To also end your session at the identity provider, open {end_session_url}")
 
     @line_magic
     def mlflow_whoami(self, line: str) -> None:
@@ -112,12 +134,17 @@ class MLflowOIDCMagics(Magics):
         view = describe(
             session.snapshot(),
             tracking_uri=session.settings.tracking_uri,
-            ui_url=self.login.ui_url,
-            last_refresh_at=self.login.last_refresh_at,
+            ui_url=self.login.absolute_ui_url() or self.login.ui_url,
             refreshed_by=self._refreshed_by(),
+            scope=self.login.scope_text(),
             now=time.time(),
         )
         print(render_view(view))
+        if isinstance(session, BrokerSession) and session.detached and session.server_identity is not None:
+            print(
+                f"  The Jupyter server is signed in as {session.server_identity.username}; "
+                "%mlflow_login uses its sign-in again in this kernel."
+            )
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -128,9 +155,24 @@ class MLflowOIDCMagics(Magics):
     def _refreshed_by(self) -> str:
         return refreshed_by(self.login)
 
+    def _reused(self) -> str:
+        """Says which existing sign-in `%mlflow_login` reused, and whom it serves."""
+        session = self.login.session
+        who = session.identity.username if session is not None and session.identity else "?"
+        if self.login.scope == SCOPE_SERVER:
+            source = "the Jupyter server's sign-in"
+        elif self.login.scope == SCOPE_CACHE:
+            source = "the cached sign-in (e.g. from `mlflow-oidc login` or another kernel)"
+        else:
+            source = "this kernel's sign-in"
+        return (
+            f"Reusing {source} of {who}: {self.login.scope_text()}. "
+            "%mlflow_login --new signs this kernel in anew (e.g. as another user) without touching the others."
+        )
+
 
 def refreshed_by(login: KernelLogin) -> str:
-    return login.source.refreshed_by if login.source is not None else "this kernel"
+    return "by the Jupyter server" if isinstance(login.session, BrokerSession) else "this kernel"
 
 
 def make_presenter(login: KernelLogin, *, text: bool) -> Presenter:
@@ -138,11 +180,20 @@ def make_presenter(login: KernelLogin, *, text: bool) -> Presenter:
     sources: dict[str, Any] = {
         "tracking_uri": lambda: login.session.settings.tracking_uri if login.session else None,
         "ui_url": lambda: login.ui_url,
-        "last_refresh_at": lambda: login.last_refresh_at,
         "refreshed_by": lambda: refreshed_by(login),
+        "scope": login.scope_text,
     }
     if text:
-        return TextPresenter(**sources)
+        # Text is not a page: a link in it needs the origin (a widget's relative link resolves against its page).
+        return TextPresenter(**{**sources, "ui_url": lambda: login.absolute_ui_url() or login.ui_url})
     from .widget import LoginWidget
 
-    return LoginWidget(on_sign_in=login.sign_in, on_sign_out=login.logout, on_cancel=login.cancel, **sources)
+    return LoginWidget(
+        on_sign_in=login.sign_in,
+        on_sign_out=login.logout,
+        on_cancel=login.cancel,
+        current_run=lambda: login.current_run,
+        shared=lambda: login.scope == SCOPE_SERVER,
+        ticker=login.ticker,
+        **sources,
+    )

@@ -33,14 +33,14 @@ class TextPresenter:
         *,
         tracking_uri: Callable[[], str | None],
         ui_url: Callable[[], str | None],
-        last_refresh_at: Callable[[], float | None],
         refreshed_by: Callable[[], str],
+        scope: Callable[[], str] = lambda: "",
         write: Callable[[str], None] = print,
     ) -> None:
         self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._write = write
         self._tracking_uri, self._ui_url = tracking_uri, ui_url
-        self._last_refresh_at, self._refreshed_by = last_refresh_at, refreshed_by
+        self._refreshed_by, self._scope = refreshed_by, scope
         self._last_state: SessionState | None = None
 
     def device_prompt(self, device: DeviceAuthorization) -> None:
@@ -69,8 +69,8 @@ class TextPresenter:
             snapshot,
             tracking_uri=self._tracking_uri(),
             ui_url=self._ui_url(),
-            last_refresh_at=self._last_refresh_at(),
             refreshed_by=self._refreshed_by(),
+            scope=self._scope(),
         )
 
     def failed(self, message: str) -> None:

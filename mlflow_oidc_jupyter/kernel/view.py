@@ -41,6 +41,7 @@ class SessionView:
     session_expires_in: str = ""
     auto_refresh: str = ""
     last_refresh: str = ""
+    scope: str = ""
     tracking_uri: str | None = None
     ui_url: str | None = None
     message: str | None = None
@@ -57,6 +58,8 @@ class SessionView:
             ("Auto-refresh", self.auto_refresh),
             ("Last refresh", self.last_refresh),
         ]
+        if self.scope:
+            rows.append(("Sign-in of", self.scope))
         if self.tracking_uri:
             rows.append(("Tracking server", self.tracking_uri))
         return rows
@@ -74,8 +77,8 @@ def describe(
     *,
     tracking_uri: str | None,
     ui_url: str | None = None,
-    last_refresh_at: float | None = None,
     refreshed_by: str = "this kernel",
+    scope: str = "",
     now: float | None = None,
 ) -> SessionView:
     """The view of `snapshot` at time `now`."""
@@ -86,12 +89,13 @@ def describe(
             state=snapshot.state,
             title=TITLES.get(snapshot.state, "Not signed in to MLflow"),
             tracking_uri=tracking_uri,
+            scope=scope,
             message=snapshot.message,
         )
     if snapshot.refresh_expires_at:
         session_left = duration(snapshot.refresh_expires_at - now) + " (renewed by each refresh)"
     else:
-        session_left = "managed by the Jupyter server" if refreshed_by != "this kernel" else "no limit announced"
+        session_left = "no limit announced by the identity provider"
     title = f"Signed in as {identity.username}"
     if snapshot.state == SessionState.REFRESH_FAILING:
         title += " — token refresh failing, retrying"
@@ -103,8 +107,21 @@ def describe(
         access_expires_in=duration(snapshot.access_expires_at - now if snapshot.access_expires_at else None),
         session_expires_in=session_left,
         auto_refresh=f"on ({refreshed_by})",
-        last_refresh=f"{clock(last_refresh_at)} ({snapshot.refresh_count} refreshes)",
+        last_refresh=last_refresh(snapshot),
+        scope=scope,
         tracking_uri=tracking_uri,
         ui_url=ui_url,
         message=snapshot.message,
     )
+
+
+def plural(count: int, word: str, suffix: str = "s") -> str:
+    """'1 refresh', '2 refreshes', '0 refreshes'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}{suffix}"
+
+
+def last_refresh(snapshot: SessionSnapshot) -> str:
+    """When the current tokens were issued and how many refreshes preceded them."""
+    if not snapshot.refresh_count:
+        return f"none yet (tokens from {clock(snapshot.issued_at)})"
+    return f"{clock(snapshot.issued_at)} ({plural(snapshot.refresh_count, 'refresh', 'es')})"

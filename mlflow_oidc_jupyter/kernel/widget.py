@@ -11,6 +11,8 @@ import ipywidgets as widgets
 
 from ..oidc.client import DeviceAuthorization
 from ..oidc.session import SessionSnapshot, SessionState
+from .links import RunLink
+from .ticker import Ticker
 from .view import SessionView, describe, duration
 
 STYLE = (
@@ -29,20 +31,22 @@ class LoginWidget(widgets.VBox):
     """Signed out → signing in (device code or link) → signed in → refresh failing / login required → signed out.
 
     `mode` says what is shown: signed_out, device, link, signed_in, failed. Every change is a trait update, which
-    reaches the frontend from any thread; nothing is printed. A ticker thread keeps countdowns current.
+    reaches the frontend from any thread; nothing is printed. The kernel's one ticker keeps countdowns current.
     """
 
     def __init__(
         self,
         *,
-        on_sign_in: Callable[[], object],
+        on_sign_in: Callable[[LoginWidget], object],
         on_sign_out: Callable[[], object],
         on_cancel: Callable[[], object],
         tracking_uri: Callable[[], str | None],
         ui_url: Callable[[], str | None],
-        last_refresh_at: Callable[[], float | None],
         refreshed_by: Callable[[], str],
-        tick_seconds: float = 1.0,
+        scope: Callable[[], str] = lambda: "",
+        current_run: Callable[[], RunLink | None] = lambda: None,
+        shared: Callable[[], bool] = lambda: False,
+        ticker: Ticker | None = None,
     ) -> None:
         self.title = widgets.HTML()
         self.body = widgets.HTML()
@@ -52,21 +56,22 @@ class LoginWidget(widgets.VBox):
         self.buttons = widgets.HBox([])
         super().__init__([self.title, self.body, self.buttons])
         self.add_class("mlflow-oidc")
-        self.sign_in_button.on_click(lambda _b: on_sign_in())
+        self.sign_in_button.on_click(lambda _b: on_sign_in(self))
         self.sign_out_button.on_click(lambda _b: on_sign_out())
         self.cancel_button.on_click(lambda _b: on_cancel())
         self._tracking_uri, self._ui_url = tracking_uri, ui_url
-        self._last_refresh_at, self._refreshed_by = last_refresh_at, refreshed_by
+        self._refreshed_by, self._scope, self._current_run = refreshed_by, scope, current_run
+        self._shared = shared
         self._lock = threading.RLock()
         self.mode = "signed_out"
         self._snapshot: SessionSnapshot | None = None
         self._device: DeviceAuthorization | None = None
         self._link: tuple[str, str] | None = None
         self._failure: str | None = None
-        self._stop = threading.Event()
-        self._ticker = threading.Thread(target=self._tick, args=(tick_seconds,), name="mlflow-oidc-widget", daemon=True)
-        self._ticker.start()
+        self._ticker = ticker
         self._render()
+        if ticker is not None:
+            ticker.add(self._tick)
 
     # -- Presenter -------------------------------------------------------------------------------------------
 
@@ -98,9 +103,8 @@ class LoginWidget(widgets.VBox):
             self._render()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._ticker is not threading.current_thread():
-            self._ticker.join(timeout=5)
+        if self._ticker is not None:
+            self._ticker.remove(self._tick)
         super().close()
 
     # -- rendering -------------------------------------------------------------------------------------------
@@ -112,8 +116,8 @@ class LoginWidget(widgets.VBox):
             self._snapshot,
             tracking_uri=self._tracking_uri(),
             ui_url=self._ui_url(),
-            last_refresh_at=self._last_refresh_at(),
             refreshed_by=self._refreshed_by(),
+            scope=self._scope(),
         )
 
     def _render(self) -> None:
@@ -136,9 +140,11 @@ class LoginWidget(widgets.VBox):
 
     def _render_signed_out(self) -> tuple[str, str, list]:
         self._set_label(self.sign_in_button, "Sign in")
+        reason = self._snapshot.message if self._snapshot is not None else None
+        why = f"<div>{html.escape(reason)}</div>" if reason else ""
         return (
             "Not signed in",
-            '<span class="muted">Run <code>%mlflow_login</code> or press Sign in.</span>',
+            f'{why}<span class="muted">Run <code>%mlflow_login</code> or press Sign in.</span>',
             [self.sign_in_button],
         )
 
@@ -166,7 +172,20 @@ class LoginWidget(widgets.VBox):
         view = self.view()
         assert view is not None
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in view.lines())
-        links = f"<div>{_link(view.ui_url, 'Open MLflow UI')}</div>" if view.ui_url else ""
+        links = ""
+        if view.ui_url:
+            links = _link(view.ui_url, "Open MLflow UI")
+            run = self._current_run()
+            if run is not None:
+                # Relative to the page showing the notebook: right behind any proxy, base_url or hub prefix.
+                links += f" · {_link(view.ui_url + run.fragment, 'Open this run')} <span class='muted'>"
+                links += f"({html.escape(run.run_name)})</span>"
+            links = f"<div>{links}</div>"
+        # On the server's sign-in the button ends this kernel's use only: say so on it.
+        self._set_label(self.sign_out_button, "Sign out (this kernel)" if self._shared() else "Sign out")
+        tip = "The Jupyter server, the MLflow UI and other notebooks stay signed in" if self._shared() else ""
+        if self.sign_out_button.tooltip != tip:
+            self.sign_out_button.tooltip = tip
         return view.title, f"<table>{rows}</table>{links}", [self.sign_out_button]
 
     def _render_failed(self) -> tuple[str, str, list]:
@@ -174,10 +193,6 @@ class LoginWidget(widgets.VBox):
         message = self._failure or "Sign-in failed."
         return "Sign-in required", f'<div class="error">{html.escape(message)}</div>', [self.sign_in_button]
 
-    def _tick(self, seconds: float) -> None:
-        while not self._stop.wait(seconds):
-            if self.mode in ("device", "signed_in"):
-                try:
-                    self._render()
-                except Exception:  # a closed widget or a gone comm must not kill the kernel's thread
-                    return
+    def _tick(self) -> None:
+        if self.mode in ("device", "signed_in"):
+            self._render()

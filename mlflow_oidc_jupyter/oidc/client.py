@@ -263,16 +263,16 @@ class OIDCClient:
             raise ProviderError(f"The identity provider answered HTTP {response.status_code} to the revocation.")
         return True
 
-    def end_session_url(
-        self, id_token: str | None, post_logout_redirect_uri: str | None = None, state: str | None = None
-    ) -> str | None:
-        """RP-initiated logout URL with the ID token as hint; None when the provider has no end-session endpoint."""
+    def end_session_url(self, post_logout_redirect_uri: str | None = None, state: str | None = None) -> str | None:
+        """RP-initiated logout URL naming this client; None when the provider has no end-session endpoint.
+
+        Never with `id_token_hint`: the URL is shown to people (notebook output, terminals, browser history) and
+        the ID token must not be. oidc-provider and Keycloak accept client_id + post_logout_redirect_uri instead.
+        """
         endpoint = self.provider.metadata.end_session_endpoint
         if not endpoint:
             return None
         params = {"client_id": self.settings.client_id}
-        if id_token:
-            params["id_token_hint"] = id_token
         if post_logout_redirect_uri:
             params["post_logout_redirect_uri"] = post_logout_redirect_uri
         if state:

@@ -47,15 +47,23 @@ def _session_for_this_process(settings: Settings) -> DefaultSession:
     """Under JupyterHub a kernel uses its server's session through the broker (the hub signed the user in and
     refreshes; never a token cache that may hold someone else); anything else its own session, from the cache."""
     if os.environ.get(HUB_SESSION_ENV) == "1":
-        from ..broker_contract import broker_from_env, server_serves
-        from ..kernel.broker import BrokerSession  # a kernel-only path: imported only when used
+        from ..kernel.broker import BrokerSession, broker_from_env  # a kernel-only path: imported only when used
 
         broker = broker_from_env()
-        if broker is not None and server_serves(settings):
-            return BrokerSession(settings, broker)
+        if broker is not None and _server_provider_is(settings):
+            return BrokerSession(settings, *broker)
     session = Session(settings)
     session.load_cached()
     return session
+
+
+def _server_provider_is(settings: Settings) -> bool:
+    """The server exports its issuer and client to its kernels; its session serves only kernels that want those."""
+    server_issuer = os.environ.get("MLFLOW_OIDC_ISSUER", "").rstrip("/")
+    server_client = os.environ.get("MLFLOW_OIDC_CLIENT_ID", "")
+    return (not server_issuer or server_issuer == settings.issuer) and (
+        not server_client or server_client == settings.client_id
+    )
 
 
 def set_default_session(session: DefaultSession | None) -> DefaultSession | None:

@@ -35,6 +35,8 @@ class SessionSnapshot:
     refresh_expires_at: float | None = None
     refresh_count: int = 0
     message: str | None = None
+    #: When the current tokens were issued (the sign-in or the last refresh), epoch seconds.
+    issued_at: float | None = None
 
     @property
     def signed_in(self) -> bool:

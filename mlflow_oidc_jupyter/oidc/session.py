@@ -83,6 +83,7 @@ class Session(ObservableSession):
                 refresh_expires_at=tokens.refresh_expires_at if tokens else None,
                 refresh_count=self.refresh_count,
                 message=self._message,
+                issued_at=tokens.issued_at if tokens else None,
             )
 
     # -- signing in ------------------------------------------------------------------------------------------
@@ -351,7 +352,7 @@ class Session(ObservableSession):
                 except OIDCError as exc:
                     logger.warning("Could not revoke the refresh token: %s", exc)
             try:
-                end_session_url = self.client.end_session_url(tokens.id_token, post_logout_redirect_uri)
+                end_session_url = self.client.end_session_url(post_logout_redirect_uri)
             except OIDCError as exc:
                 logger.warning("No end-session URL: %s", exc)
         return end_session_url

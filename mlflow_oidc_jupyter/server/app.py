@@ -13,7 +13,6 @@ from jupyter_server.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, List, Unicode
 
-from ..broker_contract import BROKER_PATH
 from ..errors import ConfigError, OIDCError
 from ..hub.session import HubEndpoint, HubSession
 from ..oidc.session import Session
@@ -133,6 +132,9 @@ class MLflowOIDC(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         p = self.prefix
+        # JupyterLab's page config: the labextension finds the UI (and our routes) under the configured prefix.
+        assert self.serverapp is not None
+        self.serverapp.web_app.settings.setdefault("page_config_data", {})["mlflowOidcPrefix"] = p
         context: dict[str, Any] = {"ext": self}
         self.handlers.extend(
             [
@@ -141,7 +143,7 @@ class MLflowOIDC(ExtensionApp):
                 (rf"/{p}/oauth/callback", CallbackHandler, context),
                 (rf"/{p}/oauth/logout", LogoutHandler, context),
                 (rf"/{p}/oauth/status", StatusHandler, context),
-                (rf"/{p}/{'/'.join(BROKER_PATH)}", broker.BrokerHandler, context),
+                (rf"/{p}/oauth/broker", broker.BrokerHandler, context),
                 (rf"/{p}/{SCRIPT_ROUTE}", OverlayScriptHandler, context),
                 (rf"/{p}/(.*)", ProxyHandler, context),
             ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote, urljoin, urlsplit
 
 from tornado.httputil import HTTPHeaders
@@ -132,6 +133,34 @@ def rewrite_location(location: str, upstream: str, public_prefix: str) -> str:
         + (f"?{target.query}" if target.query else "")
         + (f"#{target.fragment}" if target.fragment else "")
     )
+
+
+def rewriter(path: str) -> Callable[[bytes], bytes] | None:
+    """How to rewrite the body of a successful response to `path` before the browser sees it, if at all."""
+    if is_ui_script(path):
+        return rewrite_ui_script
+    if path == OIDC_AUTH_UI_CONFIG:
+        return mark_signed_in
+    return None
+
+
+#: mlflow-oidc-auth's admin UI asks this whether the browser is signed in (see `mark_signed_in`).
+OIDC_AUTH_UI_CONFIG = "oidc/ui/config.json"
+
+
+def mark_signed_in(body: bytes) -> bytes:
+    """Tell mlflow-oidc-auth's admin UI that the browser is signed in: through us, every request is.
+
+    Its `authenticated` flag counts only its own session cookie (11.0.2), never the bearer token we send, so
+    without this its UI shows its own login page although every API call it makes would be accepted.
+    """
+    try:
+        config = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(config, dict) or "authenticated" not in config:
+        return body
+    return json.dumps({**config, "authenticated": True}).encode()
 
 
 def is_ui_script(path: str) -> bool:

@@ -36,6 +36,10 @@ class MLflowHandler(JupyterHandler):
         url = self.ext.public_path("oauth", "login")
         return f"{url}?next={quote(next_path, safe='')}" if next_path else url
 
+    def remember_browser(self) -> None:
+        """Note where the user's browser reaches this server: kernels print links to the UI with this origin."""
+        self.ext.browser_origin = f"{self.request.protocol}://{self.request.host}"
+
     def answer(self, status: int, html: str | None, *, code: str, message: str) -> None:
         """A page for people, MLflow-style JSON for the UI's fetches and for scripts."""
         self.clear()

@@ -77,7 +77,8 @@ def signin_failed(message: str, login_url: str) -> str:
 def signed_out_done(home_url: str) -> str:
     return page(
         "Signed out of MLflow",
-        "This Jupyter server no longer holds your MLflow sign-in.",
+        "This Jupyter server no longer holds your MLflow sign-in: the MLflow UI and every notebook that used it "
+        "must sign in again. Notebooks signed in on their own (%mlflow_login --new) keep theirs.",
         action=("Sign in again", home_url),
     )
 
@@ -96,7 +97,9 @@ def confirm_logout(username: str, action_url: str, xsrf_form_html: str) -> str:
     return _render(
         "confirm_logout.html",
         "Sign out of MLflow?",
-        f"This Jupyter server holds the MLflow sign-in of {username}; its notebooks use it too.",
+        f"This Jupyter server holds the MLflow sign-in of {username}; its notebooks use it too. Signing out ends "
+        "it for the MLflow UI and every notebook using it (also at the identity provider); notebooks signed in on "
+        "their own (%mlflow_login --new) keep theirs.",
         action_url=action_url,
         xsrf_form_html=Markup(xsrf_form_html),  # noqa: S704 - tornado's own markup, no user input
     )

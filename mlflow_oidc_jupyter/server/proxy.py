@@ -56,6 +56,7 @@ class ProxyHandler(MLflowHandler):
         self._upstream_status: httputil.ResponseStartLine | None = None
         self._upstream_headers = httputil.HTTPHeaders()
         self._mode = "stream"
+        self._rewrite: Callable[[bytes], bytes] = bytes
         self._held: list[bytes] = []
         self._held_size = 0
         self._path = ""
@@ -100,6 +101,7 @@ class ProxyHandler(MLflowHandler):
             return
         if self.request.method == "GET" and is_navigation(self.request):
             self._share_xsrf_token()
+            self.remember_browser()
         self._start_upstream(token)
 
     def _reject_cross_site(self) -> None:
@@ -144,7 +146,7 @@ class ProxyHandler(MLflowHandler):
                 proto=request.protocol, host=request.host, client_ip=request.remote_ip or "", prefix=self.ext.ui_path
             )
         )
-        if forwarding.is_ui_script(self._path) or overlay.is_ui_index(self._path):
+        if forwarding.rewriter(self._path) is not None or overlay.is_ui_index(self._path):
             headers["Accept-Encoding"] = "identity"  # rewritten below, so we need the plain text
         has_body = int(request.headers.get("Content-Length", "0") or 0) > 0 or "Transfer-Encoding" in request.headers
         body_producer: Any = None  # tornado's stub says Future; any awaitable works and flow control needs one
@@ -215,8 +217,10 @@ class ProxyHandler(MLflowHandler):
             self._mode = "page"
             return
         plain = "Content-Encoding" not in self._upstream_headers
-        if code == 200 and forwarding.is_ui_script(self._path) and plain:
+        rewrite = forwarding.rewriter(self._path)
+        if code == 200 and rewrite is not None and plain:
             self._mode = "rewrite"
+            self._rewrite = rewrite
         elif code == 200 and overlay.is_ui_index(self._path) and plain and self.request.method == "GET":
             if "text/html" in self._upstream_headers.get("Content-Type", ""):
                 self._mode = "inject"  # the identity chip and the 401 banner join the UI
@@ -276,7 +280,7 @@ class ProxyHandler(MLflowHandler):
             assert self._upstream_status is not None
             self._error_page(self._upstream_status.code)
         elif self._mode == "rewrite":
-            self.finish(forwarding.rewrite_ui_script(b"".join(self._held)))
+            self.finish(self._rewrite(b"".join(self._held)))
         elif self._mode == "inject":
             self.finish(overlay.inject(b"".join(self._held), self.ext.public_path(overlay.SCRIPT_ROUTE)))
         else:

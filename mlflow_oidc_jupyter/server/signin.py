@@ -145,6 +145,7 @@ class CallbackHandler(_SignInHandler):
             )
             return
         self.log.info("MLflow UI: signed in as %s", identity.username)
+        self.remember_browser()
         self.set_header("Cache-Control", "no-store")
         self.redirect(started.next_path)
 
@@ -198,7 +199,7 @@ class StatusHandler(_SignInHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        self.ext.browser_origin = self.origin()
+        self.remember_browser()
         since = self.get_argument("since", None)
         if since is not None:
             try:

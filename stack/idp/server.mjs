@@ -22,6 +22,13 @@ const usersByName = new Map(config.users.map((u) => [u.username, u]));
 const usersBySub = new Map(config.users.map((u) => [u.sub, u]));
 const now = () => Math.floor(Date.now() / 1000);
 
+// Idle lifetime per refresh token, never beyond its grant (IDP_SESSION_TTL, or OFFLINE_GRANT_TTL for offline_access).
+function refreshTokenTtl(ctx) {
+  const grant = ctx?.oidc?.entities?.Grant;
+  const grantLeft = grant?.exp ? grant.exp - now() : Infinity;
+  return Math.max(1, Math.min(ttls.refreshToken, grantLeft));
+}
+
 // One line per event, never a token, code, secret or password.
 function log(message, fields = {}) {
   const tail = Object.entries(fields)
@@ -208,12 +215,7 @@ const provider = new Provider(config.issuer, {
     Grant: (_ctx, grant) => (grant.getOIDCScope().split(' ').includes('offline_access')
       ? OFFLINE_GRANT_TTL
       : ttls.session),
-    // Idle lifetime per token, never beyond its grant (IDP_SESSION_TTL, or OFFLINE_GRANT_TTL for offline_access).
-    RefreshToken: (ctx) => {
-      const grant = ctx?.oidc?.entities?.Grant;
-      const grantLeft = grant?.exp ? grant.exp - now() : Infinity;
-      return Math.max(1, Math.min(ttls.refreshToken, grantLeft));
-    },
+    RefreshToken: refreshTokenTtl,
   },
   async renderError(ctx, out) {
     ctx.type = 'html';
@@ -233,6 +235,9 @@ for (const [method, extra] of [
 }
 
 provider.on('grant.success', (ctx) => {
+  // Announce the refresh token's idle limit as Keycloak does (refresh_expires_in): clients show when the session
+  // ends and refresh before it. The body is still ours to change: koa sends it after this event.
+  if (ctx.body?.refresh_token) ctx.body.refresh_expires_in = refreshTokenTtl(ctx);
   log('token issued', {
     client: ctx.oidc.client?.clientId,
     grant_type: ctx.oidc.params.grant_type,

@@ -150,3 +150,20 @@ def test_sign_out_from_the_ui_chip_says_what_it_ends_and_ends_it(lab, stack, art
     assert server.status()["signed_in"] is False
     page.locator(STATUS_ITEM, has_text="signed out").wait_for(timeout=30_000)
     ui.close()
+
+
+def test_under_another_prefix_the_status_bar_and_the_card_use_it(start_jupyter, chromium):
+    server = start_jupyter(app="jupyterlab", args=("--MLflowOIDC.prefix=tracking",))
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{server.url}lab?token={server.token}")
+        page.locator(STATUS_ITEM, has_text="MLflow: signed out").wait_for(timeout=90_000)  # read from /tracking/
+        documents: list[str] = []
+        context.on("request", lambda r: documents.append(r.url) if r.resource_type == "document" else None)
+        with page.context.expect_page() as opened:
+            page.locator(".jp-LauncherCard", has_text="MLflow").first.click()
+        opened.value.wait_for_load_state()
+        assert documents[0] == server.url + "tracking/oauth/login?next=%2Ftracking%2F&reuse=1", documents
+    finally:
+        context.close()

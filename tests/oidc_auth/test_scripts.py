@@ -1,0 +1,45 @@
+"""Our CLI and a plain MLflow script against mlflow-oidc-auth: same user on both sides, denials that say why."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TRAIN = """
+import json, sys, mlflow
+mlflow.set_experiment(sys.argv[1])
+with mlflow.start_run() as run:
+    mlflow.log_param("lr", 0.01)
+    for step in range(3):
+        mlflow.log_metric("loss", 1 / (step + 1), step=step)
+    mlflow.log_text("hello from the script", "notes/hello.txt")
+got = mlflow.get_run(run.info.run_id)
+artifact = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/notes/hello.txt")
+found = mlflow.search_runs(experiment_ids=[run.info.experiment_id], output_format="list")
+print(json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                  "user": got.data.tags["mlflow.user"], "loss": got.data.metrics["loss"],
+                  "artifact": artifact, "found": [r.info.run_id for r in found]}))
+"""
+
+
+def test_cli_login_then_a_plain_script_logs_as_the_user_the_server_knows(terminal, tmp_path):
+    shown = terminal.login("bob")
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN.replace("sys.argv[1]", repr(f"bob-{uuid.uuid4().hex[:8]}")))
+
+    result = terminal.python(script)
+
+    assert "bob (roles: Default)" in shown
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["user"] == "bob" and out["loss"] == pytest.approx(1 / 3)
+    assert out["artifact"] == "hello from the script" and out["found"] == [out["run_id"]]
+    # The server's side of the same identity: who it says is calling, and whom it made the experiment's manager.
+    assert terminal.api("GET", "/api/2.0/mlflow/users/current").json()["username"] == "bob"
+    managers = terminal.api("GET", f"/api/2.0/mlflow/permissions/experiments/{out['experiment_id']}/users")
+    assert managers.status_code == 200, managers.text
+    assert {(u["name"], u["permission"]) for u in managers.json()} >= {("bob", "MANAGE")}
