@@ -113,11 +113,16 @@ class OIDCClient:
         grant: str,
         nonce: str | None = None,
         previous: TokenSet | None = None,
+        sent_at: float | None = None,
     ) -> TokenSet:
-        """Validate a token endpoint answer and attach the identity it proves."""
+        """Validate a token endpoint answer and attach the identity it proves.
+
+        `sent_at`: when the request left; lifetimes count from then, since a slow answer brings tokens that have
+        already lived that long.
+        """
         if not response.get("access_token"):
             raise ProviderError("The identity provider's token answer has no access_token.")
-        tokens = TokenSet.from_response(response, grant=grant, previous=previous)
+        tokens = TokenSet.from_response(response, grant=grant, previous=previous, now=sent_at)
         previous_subject = previous.identity.subject if previous and previous.identity else None
         id_claims = None
         if response.get("id_token"):
@@ -164,6 +169,7 @@ class OIDCClient:
 
     def poll_device_token(self, device: DeviceAuthorization) -> TokenSet:
         """One token request for a device code; ProviderError.error is authorization_pending, slow_down..."""
+        sent_at = time.time()
         with self._oauth() as oauth:
             response = self._call(
                 "device token request",
@@ -173,7 +179,7 @@ class OIDCClient:
                 device_code=device.device_code,
                 **self._extra(),
             )
-        return self.tokens_from_response(dict(response), grant="device_code")
+        return self.tokens_from_response(dict(response), grant="device_code", sent_at=sent_at)
 
     def authorization_request(
         self, redirect_uri: str, *, prompt: str | None = None, **extra: str
@@ -215,6 +221,7 @@ class OIDCClient:
             )
         if not query.get("code"):
             raise LoginFailed("The sign-in answer has no authorization code; start again.")
+        sent_at = time.time()
         with self._oauth(redirect_uri=pending.redirect_uri) as oauth:
             response = self._call(
                 "authorization code exchange",
@@ -226,13 +233,16 @@ class OIDCClient:
                 redirect_uri=pending.redirect_uri,
                 **self._extra(),
             )
-        return self.tokens_from_response(dict(response), grant="authorization_code", nonce=pending.nonce)
+        return self.tokens_from_response(
+            dict(response), grant="authorization_code", nonce=pending.nonce, sent_at=sent_at
+        )
 
     def client_credentials(self) -> TokenSet:
         """Tokens for the client itself (bots, CI); needs a client secret."""
         if not self.settings.client_secret:
             raise ProviderError("The client credentials grant needs a client secret (MLFLOW_OIDC_CLIENT_SECRET).")
         scope = " ".join(s for s in self.settings.scopes if s not in ("openid", "offline_access"))
+        sent_at = time.time()
         with self._oauth(scope=scope or None) as oauth:
             response = self._call(
                 "client credentials request",
@@ -241,12 +251,13 @@ class OIDCClient:
                 grant_type="client_credentials",
                 **self._extra(),
             )
-        return self.tokens_from_response(dict(response), grant="client_credentials")
+        return self.tokens_from_response(dict(response), grant="client_credentials", sent_at=sent_at)
 
     def refresh(self, tokens: TokenSet) -> TokenSet:
         """Exchange the refresh token (which the provider may rotate) for a new token set."""
         if not tokens.refresh_token:
             raise ProviderError("This session has no refresh token.", error="invalid_grant")
+        sent_at = time.time()
         with self._oauth() as oauth:
             response = self._call(
                 "token refresh",
@@ -258,7 +269,7 @@ class OIDCClient:
                 timeout=(self.settings.timeout, max(self.settings.timeout, self.settings.patience)),
                 **self._extra(),
             )
-        return self.tokens_from_response(dict(response), grant=tokens.grant, previous=tokens)
+        return self.tokens_from_response(dict(response), grant=tokens.grant, previous=tokens, sent_at=sent_at)
 
     def refresh_token_active(self, tokens: TokenSet) -> bool | None:
         """Whether the provider still accepts the refresh token (RFC 7662), without spending it; None: unknown."""

@@ -272,7 +272,7 @@ class Session(ObservableSession):
             generation = self._attempts
             if time.time() >= self._outage.retry_at and self._refresh_lock.acquire(blocking=False):
                 try:
-                    fresh = self._attempt(current, force=force)
+                    fresh = self._attempt(current)
                 finally:
                     self._refresh_lock.release()
                 if fresh is not None:
@@ -302,7 +302,7 @@ class Session(ObservableSession):
         thread = self._refresher
         return self.background_refresh and thread is not None and thread.is_alive() and not self._stop.is_set()
 
-    def _attempt(self, current: TokenSet, *, force: bool) -> TokenSet | None:
+    def _attempt(self, current: TokenSet) -> TokenSet | None:
         """Holding the refresh lock: one refresh attempt, no sleeping; None after a failure that may pass."""
         if not self._outage.ongoing:
             self._set_state(SessionState.REFRESHING, self._message if self._unsaved else None)
@@ -310,7 +310,7 @@ class Session(ObservableSession):
         watchdog.daemon = True
         watchdog.start()
         try:
-            tokens = self._refresh_shared(current, force=force)
+            tokens = self._refresh_shared(current)
         except ProviderError as exc:
             if not exc.transient and exc.error in PERMANENT_ERRORS:
                 raise self._end(f"Your session with {self.settings.issuer} has ended ({exc.error}). {exc}") from None
@@ -410,7 +410,7 @@ class Session(ObservableSession):
             pass  # alive, another user's (a shared cache folder)
         return note
 
-    def _refresh_shared(self, current: TokenSet, *, force: bool) -> TokenSet:
+    def _refresh_shared(self, current: TokenSet) -> TokenSet:
         """Take the cache entry's lock, re-read, refresh only if still needed, write."""
         key = self._key
         if self.cache is None or key is None:
@@ -631,7 +631,7 @@ class Session(ObservableSession):
             if current is None or self._next_refresh_at(current) > time.time():
                 return 0.0  # refreshed (or signed out) while we waited for the lock
             # Still fresh here means the refresh token's idle timeout is what is due.
-            self._attempt(current, force=current.is_fresh(self.settings.refresh_margin))
+            self._attempt(current)
         except LoginRequired:
             pass  # state and listeners already tell the story
         except Exception:
