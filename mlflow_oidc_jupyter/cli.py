@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .errors import ConfigError, LoginFailed, LoginRequired, OIDCError
 from .oidc.client import DeviceAuthorization
+from .oidc.outage import UNREACHABLE
 from .oidc.session import Session
 from .settings import Settings
 
@@ -126,6 +127,7 @@ def _status(session: Session, args: argparse.Namespace) -> int:
     identity = snap.identity
     assert identity is not None
     lines = [
+        ("state", _state(session)),
         ("issuer", snap.issuer),
         ("client", snap.client_id),
         ("user", identity.username),
@@ -139,6 +141,15 @@ def _status(session: Session, args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in lines))
     return EXIT_OK
+
+
+def _state(session: Session) -> str:
+    """Signed in, or what a process using this sign-in reported while it waits for the provider."""
+    note = session.waiting_note()
+    if note is None:
+        return "signed in"
+    since = time.strftime("%H:%M:%S", time.localtime(float(note.get("since") or time.time())))
+    return f"{UNREACHABLE} (since {since}, reported by process {note.get('pid')})"
 
 
 def _expiry(at: float | None) -> str:

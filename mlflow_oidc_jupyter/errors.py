@@ -16,10 +16,15 @@ class ConfigError(OIDCError):
 class ProviderError(OIDCError):
     """The identity provider could not be reached or answered something we cannot use."""
 
-    def __init__(self, message: str, *, error: str | None = None, transient: bool = False) -> None:
+    def __init__(
+        self, message: str, *, error: str | None = None, transient: bool = False, uncertain: bool = False
+    ) -> None:
         super().__init__(message)
         self.error = error
         self.transient = transient
+        #: The request may have reached the provider (no answer came back): a rotating refresh token it carried
+        #: may be spent already, so it must not simply be sent again.
+        self.uncertain = uncertain
 
 
 class LoginFailed(OIDCError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,12 +13,12 @@ import requests
 from mlflow.tracking.context.abstract_context import RunContextProvider
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 
-from .errors import AccessDenied, LoginRequired, OIDCError
+from .errors import LoginRequired, OIDCError
 from .oidc.default import DefaultSession, find_default_session, get_default_session, peek_default_session
+from .oidc.tokens import issued_at_hint
 
 logger = logging.getLogger(__name__)
 
-_RETRIED = "_mlflow_oidc_retried"
 _BODY_POS = "_mlflow_oidc_body_pos"
 
 
@@ -43,8 +45,9 @@ def tracking_origins(session: DefaultSession | None = None) -> set[str]:
 class OIDCBearerAuth(requests.auth.AuthBase):
     """Adds the session's bearer token to requests for the tracking server, and only to those.
 
-    On a 401 it refreshes once and resends when the body can be replayed; redirects away from the
-    tracking server (to a sign-in page), HTML error pages and 403s become errors that say what to do.
+    On a 401 it asks the session for a token to send again (refreshed, or the same one a moment later for a server
+    whose clock is behind) and resends while the body can be replayed; redirects away from the tracking server
+    (to a sign-in page), HTML error pages, 401s and 403s become errors that name the server's reason.
     """
 
     def __init__(self, session: DefaultSession | None = None) -> None:
@@ -66,24 +69,63 @@ class OIDCBearerAuth(requests.auth.AuthBase):
         return request
 
     def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        request = response.request
-        if response.status_code == 401 and not getattr(request, _RETRIED, False) and _replayable(request):
-            sent = str(request.headers.get("Authorization") or "").removeprefix("Bearer ")
-            token = self.session().token_rejected(sent)
-            response.content  # noqa: B018 - drain so the connection can be reused
-            response.close()
-            retry = request.copy()
-            retry.headers["Authorization"] = f"Bearer {token}"
-            if hasattr(retry.body, "seek") and getattr(request, _BODY_POS, None) is not None:
-                retry.body.seek(getattr(request, _BODY_POS))  # type: ignore[union-attr]
-            setattr(retry, _RETRIED, True)
-            logger.info("Tracking server answered 401; resending once with a refreshed token")
-            again = response.connection.send(retry, **kwargs)  # type: ignore[attr-defined]
-            again.history.append(response)
-            again.request = retry
-            response = again
-        _raise_for_sign_in_trouble(response, self.session())
+        session = self.session()
+        replayable = _replayable(response.request)
+        if response.status_code == 401:
+            if replayable:
+                response = self._resend_while_refused(response, session, **kwargs)
+            else:
+                session.token_rejected(_bearer(response.request))  # a better token for the next request
+        _explain_refusal(response, session, replayable=replayable)
         return response
+
+    def _resend_while_refused(
+        self, response: requests.Response, session: DefaultSession, **kwargs: Any
+    ) -> requests.Response:
+        """Resend with whatever token the session offers: a refreshed one, or the same once it is a bit older."""
+        pauses = iter(SKEW_PAUSES)
+        tried: set[str] = set()
+        while response.status_code == 401 and len(tried) < MAX_TOKENS_TRIED:
+            sent = _bearer(response.request)
+            tried.add(sent)
+            token = session.token_rejected(sent)
+            if token == sent:
+                # Refreshing cannot help now. A server whose clock is behind the provider's refuses a brand-new
+                # token until its `iat` has passed on that clock: give it a moment, then stop.
+                issued = issued_at_hint(sent)
+                age = None if issued is None else time.time() - issued
+                if age is None or age >= SERVER_SKEW_ALLOWANCE:
+                    break
+                time.sleep(min(next(pauses, SKEW_PAUSES[-1]), SERVER_SKEW_ALLOWANCE - age))
+            response = _send_again(response, token, **kwargs)
+        return response
+
+
+#: A server whose clock runs up to this many seconds behind the provider's still gets every call through.
+SERVER_SKEW_ALLOWANCE = 5.0
+SKEW_PAUSES = (0.25, 0.5, 1.0)
+#: Tokens one request may try before its 401 is final (the first, a refreshed one, one renewed meanwhile).
+MAX_TOKENS_TRIED = 3
+
+
+def _bearer(request: requests.PreparedRequest) -> str:
+    return str(request.headers.get("Authorization") or "").removeprefix("Bearer ")
+
+
+def _send_again(response: requests.Response, token: str, **kwargs: Any) -> requests.Response:
+    request = response.request
+    response.content  # noqa: B018 - drain so the connection can be reused
+    response.close()
+    retry = request.copy()
+    retry.headers["Authorization"] = f"Bearer {token}"
+    if hasattr(retry.body, "seek") and getattr(request, _BODY_POS, None) is not None:
+        retry.body.seek(getattr(request, _BODY_POS))  # type: ignore[union-attr]
+        setattr(retry, _BODY_POS, getattr(request, _BODY_POS))
+    logger.info("Tracking server answered 401; sending the request again")
+    again = response.connection.send(retry, **kwargs)  # type: ignore[attr-defined]
+    again.history = [*response.history, response]
+    again.request = retry
+    return again
 
 
 def _replayable(request: requests.PreparedRequest) -> bool:
@@ -91,10 +133,12 @@ def _replayable(request: requests.PreparedRequest) -> bool:
     return body is None or isinstance(body, (bytes, str)) or getattr(request, _BODY_POS, None) is not None
 
 
-def _raise_for_sign_in_trouble(response: requests.Response, session: DefaultSession) -> None:
-    """Turn what MLflow would report as 'not valid JSON' or a bare 401/403 into an error that says what to do."""
+def _explain_refusal(response: requests.Response, session: DefaultSession, *, replayable: bool) -> None:
+    """Make what MLflow would report as 'not valid JSON', INTERNAL_ERROR or a bare 401/403 name the server's
+    reason and who can fix it: refusals become MLflow-shaped errors (UNAUTHENTICATED, PERMISSION_DENIED)."""
     status = response.status_code
     server = origin(response.url) or response.url
+    user = session.identity.username if session.identity else "you"
     if response.is_redirect:
         target = origin(requests.compat.urljoin(response.url, response.headers.get("Location", "")))
         if target != origin(response.url):
@@ -104,33 +148,65 @@ def _raise_for_sign_in_trouble(response: requests.Response, session: DefaultSess
             )
         return
     if status == 401:
-        raise LoginRequired(f"The tracking server {server} did not accept your sign-in ({_reason(response)}).")
-    if status == 403 and not _is_json(response):
-        user = session.identity.username if session.identity else "you"
+        if replayable:
+            message = (
+                f"The tracking server {server} refused a valid token of {user} ({_reason(response)}), also when "
+                f"sent again: the server does not know this user, or does not trust the identity provider "
+                f"{session.settings.issuer}. Signing in again will not help: ask the server's admin to let "
+                f"{user} in."
+            )
+        else:
+            message = (
+                f"The tracking server {server} refused {user}'s token ({_reason(response)}); the request could not "
+                "be sent again with a new one (its body was streamed): try again."
+            )
+        _as_mlflow_error(response, "UNAUTHENTICATED", message)
+    elif status == 403 and not _json_field(response, "error_code"):
         path = urlsplit(response.url).path
-        raise AccessDenied(
+        _as_mlflow_error(
+            response,
+            "PERMISSION_DENIED",
             f"The tracking server refused {response.request.method} {path} for {user} ({_reason(response)}). "
-            "Ask an MLflow admin for the role you need."
+            "Ask an MLflow admin for the permission you need.",
         )
-    if status == 200 and "/api/" in urlsplit(response.url).path and _is_html(response):
+    elif status == 200 and "/api/" in urlsplit(response.url).path and _is_html(response):
         raise OIDCError(
             f"The tracking server {server} answered an API call with an HTML page (a sign-in page?): "
             "check MLFLOW_TRACKING_URI and that the proxy accepts bearer tokens."
         )
 
 
+def _as_mlflow_error(response: requests.Response, error_code: str, message: str) -> None:
+    """Replace the body of a refusal with MLflow's error shape, so MLflow raises it with this code and message."""
+    logger.info("%s", message)
+    body = json.dumps({"error_code": error_code, "message": message}).encode()
+    response._content = body  # as MLflow's own rest_utils does
+    response.encoding = "utf-8"
+    response.headers["Content-Type"] = "application/json"
+    response.headers["Content-Length"] = str(len(body))
+
+
 def _reason(response: requests.Response) -> str:
+    """The server's own words: X-Auth-Error, a JSON `message`/`detail`/`error_description`, or the challenge."""
     reason = response.headers.get("X-Auth-Error")
     if not reason and _is_json(response):
-        try:
-            reason = str(response.json().get("message") or "")
-        except (ValueError, AttributeError):
-            reason = None
+        for name in ("message", "detail", "error_description", "error"):
+            reason = _json_field(response, name)
+            if reason:
+                break
     if not reason:
         challenge = response.headers.get("WWW-Authenticate", "")
         if "error_description=" in challenge:
             reason = challenge.split("error_description=", 1)[1].split('"')[1]
     return f"HTTP {response.status_code}: {reason}" if reason else f"HTTP {response.status_code}"
+
+
+def _json_field(response: requests.Response, name: str) -> str | None:
+    try:
+        value = response.json().get(name)
+    except (ValueError, AttributeError):
+        return None
+    return str(value)[:300] if value else None
 
 
 def _is_json(response: requests.Response) -> bool:

@@ -38,6 +38,7 @@ ENV_VARS: dict[str, str] = {
     "leeway": "MLFLOW_OIDC_LEEWAY",
     "refresh_margin": "MLFLOW_OIDC_REFRESH_MARGIN",
     "timeout": "MLFLOW_OIDC_TIMEOUT",
+    "patience": "MLFLOW_OIDC_PATIENCE",
 }
 CONFIG_ENV_VAR = "MLFLOW_OIDC_CONFIG"
 
@@ -72,7 +73,10 @@ class Settings:
     cache_dir: folder of the token cache (0700).
     leeway: clock skew tolerated when checking token times, in seconds.
     refresh_margin: a token handed out stays valid at least this long (capped at 25% of its lifetime).
-    timeout: HTTP timeout for identity provider calls, in seconds.
+    timeout: HTTP timeout for identity provider calls, in seconds (a token refresh waits longer for its answer:
+        the provider may already have spent the refresh token it carries).
+    patience: once the access token has expired, how long calls wait for an unreachable identity provider
+        before they fail, in seconds; also how long a token refresh waits for the provider's answer.
     """
 
     issuer: str
@@ -87,6 +91,7 @@ class Settings:
     leeway: int = 30
     refresh_margin: float = 60.0
     timeout: float = 10.0
+    patience: float = 900.0
 
     def __post_init__(self) -> None:
         _check_url("issuer", self.issuer)
@@ -94,8 +99,8 @@ class Settings:
             raise ConfigError(_missing("client_id"))
         if self.tracking_uri and urlsplit(self.tracking_uri).scheme in ("http", "https"):
             _check_url("tracking_uri", self.tracking_uri)
-        if self.refresh_margin < 0 or self.leeway < 0 or self.timeout <= 0:
-            raise ConfigError("refresh_margin and leeway must be >= 0 and timeout > 0.")
+        if self.refresh_margin < 0 or self.leeway < 0 or self.timeout <= 0 or self.patience < 0:
+            raise ConfigError("refresh_margin, leeway and patience must be >= 0 and timeout > 0.")
 
     @property
     def scope(self) -> str:
@@ -136,6 +141,7 @@ class Settings:
             leeway=int(_parse_number("leeway", raw.get("leeway", 30))),
             refresh_margin=_parse_number("refresh_margin", raw.get("refresh_margin", 60.0)),
             timeout=_parse_number("timeout", raw.get("timeout", 10.0)),
+            patience=_parse_number("patience", raw.get("patience", 900.0)),
         )
 
 

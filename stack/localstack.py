@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                 if entry and status == "running":
                     where = f"socket {entry['socket']}" if "socket" in entry else f"port {entry['port']}"
                     detail = f"pid {entry['pid']} {where}"
-                print(f"{name:7} {status:8} {detail}")
+                print(f"{name:16} {status:8} {detail}")
             return 0 if all(status == "running" for _, status, _ in stack.status()) else 3
         elif args.command == "env":
             endpoints = stack.endpoints()

@@ -453,11 +453,11 @@ ADMIN_ONLY = [
 ]
 
 # Paths that are none of MLflow's routes (a route a later MLflow might add; MLflow under a --static-prefix the gate
-# was not told about): fail closed, Admin only.
+# was not told about): fail closed, Admin only, except reads (MLflow answers 404).
 UNKNOWN_ROUTES = [
     ("POST", "/api/4.0/mlflow/something-new/bulk-delete"),
     ("POST", "/mlflow-prefix/api/2.0/mlflow/runs/delete"),
-    ("GET", "/api/2.0/mlflow/experiments/search;jsessionid=1"),
+    ("POST", "/api/2.0/mlflow/runs/log-metric;jsessionid=1"),
     ("PUT", "/api/2.0/mlflow/runs/log-metric"),  # a real path, not with this method
 ]
 
@@ -505,6 +505,7 @@ ALLOWED_FOR_DEFAULT = [
     ("PATCH", "/api/2.0/mlflow/logged-models/m-remove/tags"),
     ("POST", "/api/2.0/mlflow/runs/update"),  # run names are labels: renaming a run is ordinary use
     ("GET", "/static-files/static/js/delete-dialog.js"),
+    ("GET", "/ajax-api/2.0/mlflow/users/current"),  # the UI's probe for MLflow's basic-auth app: not a route here
 ]
 
 

@@ -157,7 +157,8 @@ class BrokerSession(ObservableSession):
                     self.url,
                     params={"rejected": rejected} if rejected else None,
                     headers={SECRET_HEADER: self._secret},
-                    timeout=self.settings.timeout + 20,
+                    # The server's session may wait for an unreachable provider up to the patience: so do we.
+                    timeout=(self.settings.timeout, self.settings.timeout + self.settings.patience + 20),
                 )
                 body = response.json()
             except (requests.RequestException, ValueError) as exc:

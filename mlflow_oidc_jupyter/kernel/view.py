@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..oidc.outage import UNREACHABLE
 from ..oidc.session import SessionSnapshot, SessionState
 
 
@@ -99,6 +100,8 @@ def describe(
     title = f"Signed in as {identity.username}"
     if snapshot.state == SessionState.REFRESH_FAILING:
         title += " — token refresh failing, retrying"
+    elif snapshot.state == SessionState.PROVIDER_UNREACHABLE:
+        title += f" — {UNREACHABLE}"
     return SessionView(
         state=snapshot.state,
         title=title,

@@ -84,6 +84,31 @@ class TokenCache:
     def delete(self, key: str) -> None:
         # The .lock file stays: unlinking a lock another process may hold would split it in two.
         self.path(key).unlink(missing_ok=True)
+        self.clear_note(key)
+
+    # -- what a session that is waiting tells other processes (`mlflow-oidc status`) -----------------------------
+
+    def _note_path(self, key: str) -> Path:
+        return self.directory / f"{key}.state.json"
+
+    def write_note(self, key: str, note: dict[str, Any]) -> None:
+        """Best effort: a note about the entry's session (e.g. the provider is unreachable); never raises."""
+        try:
+            self._write_json(self._note_path(key), note)
+        except OSError as exc:
+            logger.debug("Could not write the session note of %s: %s", key, exc)
+
+    def read_note(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self._read_json(self._note_path(key))
+        except OSError:
+            return None
+
+    def clear_note(self, key: str) -> None:
+        try:
+            self._note_path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            logger.debug("Could not remove the session note of %s: %s", key, exc)
 
     # -- the signed-in user of an issuer + client --------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
+import urllib3
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 
@@ -69,13 +70,15 @@ class OIDCClient:
         session.verify = s.verify
         return session
 
-    def _extra(self) -> dict[str, str]:
+    def _extra(self) -> dict[str, Any]:
         return {"resource": self.settings.resource} if self.settings.resource else {}
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(
+        self, what: str, fn: Any, *args: Any, timeout: float | tuple[float, float] | None = None, **kwargs: Any
+    ) -> Any:
         """Run one authlib call, mapping its failures to ProviderError (transient or not)."""
         try:
-            return fn(*args, timeout=self.settings.timeout, **kwargs)
+            return fn(*args, timeout=timeout or self.settings.timeout, **kwargs)
         except OAuthError as exc:
             error = exc.error or "oauth_error"
             detail = f": {exc.description}" if exc.description else ""
@@ -92,11 +95,13 @@ class OIDCClient:
                 transient=status >= 500 or status == 429,
             ) from None
         except requests.RequestException as exc:
+            unanswered = not _never_sent(exc)
+            problem = "did not answer" if unanswered else "cannot be reached for"
             raise ProviderError(
-                f"The identity provider at {self.provider.issuer} cannot be reached for the {what} "
-                f"({type(exc).__name__}).",
+                f"The identity provider at {self.provider.issuer} {problem} the {what} ({type(exc).__name__}).",
                 error="network",
                 transient=True,
+                uncertain=unanswered,
             ) from None
         except ValueError as exc:
             raise ProviderError(f"The identity provider sent an unusable answer to the {what} ({exc}).") from None
@@ -108,11 +113,16 @@ class OIDCClient:
         grant: str,
         nonce: str | None = None,
         previous: TokenSet | None = None,
+        sent_at: float | None = None,
     ) -> TokenSet:
-        """Validate a token endpoint answer and attach the identity it proves."""
+        """Validate a token endpoint answer and attach the identity it proves.
+
+        `sent_at`: when the request left; lifetimes count from then, since a slow answer brings tokens that have
+        already lived that long.
+        """
         if not response.get("access_token"):
             raise ProviderError("The identity provider's token answer has no access_token.")
-        tokens = TokenSet.from_response(response, grant=grant, previous=previous)
+        tokens = TokenSet.from_response(response, grant=grant, previous=previous, now=sent_at)
         previous_subject = previous.identity.subject if previous and previous.identity else None
         id_claims = None
         if response.get("id_token"):
@@ -159,6 +169,7 @@ class OIDCClient:
 
     def poll_device_token(self, device: DeviceAuthorization) -> TokenSet:
         """One token request for a device code; ProviderError.error is authorization_pending, slow_down..."""
+        sent_at = time.time()
         with self._oauth() as oauth:
             response = self._call(
                 "device token request",
@@ -168,7 +179,7 @@ class OIDCClient:
                 device_code=device.device_code,
                 **self._extra(),
             )
-        return self.tokens_from_response(dict(response), grant="device_code")
+        return self.tokens_from_response(dict(response), grant="device_code", sent_at=sent_at)
 
     def authorization_request(
         self, redirect_uri: str, *, prompt: str | None = None, **extra: str
@@ -210,6 +221,7 @@ class OIDCClient:
             )
         if not query.get("code"):
             raise LoginFailed("The sign-in answer has no authorization code; start again.")
+        sent_at = time.time()
         with self._oauth(redirect_uri=pending.redirect_uri) as oauth:
             response = self._call(
                 "authorization code exchange",
@@ -221,13 +233,16 @@ class OIDCClient:
                 redirect_uri=pending.redirect_uri,
                 **self._extra(),
             )
-        return self.tokens_from_response(dict(response), grant="authorization_code", nonce=pending.nonce)
+        return self.tokens_from_response(
+            dict(response), grant="authorization_code", nonce=pending.nonce, sent_at=sent_at
+        )
 
     def client_credentials(self) -> TokenSet:
         """Tokens for the client itself (bots, CI); needs a client secret."""
         if not self.settings.client_secret:
             raise ProviderError("The client credentials grant needs a client secret (MLFLOW_OIDC_CLIENT_SECRET).")
         scope = " ".join(s for s in self.settings.scopes if s not in ("openid", "offline_access"))
+        sent_at = time.time()
         with self._oauth(scope=scope or None) as oauth:
             response = self._call(
                 "client credentials request",
@@ -236,21 +251,46 @@ class OIDCClient:
                 grant_type="client_credentials",
                 **self._extra(),
             )
-        return self.tokens_from_response(dict(response), grant="client_credentials")
+        return self.tokens_from_response(dict(response), grant="client_credentials", sent_at=sent_at)
 
     def refresh(self, tokens: TokenSet) -> TokenSet:
         """Exchange the refresh token (which the provider may rotate) for a new token set."""
         if not tokens.refresh_token:
             raise ProviderError("This session has no refresh token.", error="invalid_grant")
+        sent_at = time.time()
         with self._oauth() as oauth:
             response = self._call(
                 "token refresh",
                 oauth.refresh_token,
                 self.provider.metadata.token_endpoint,
                 refresh_token=tokens.refresh_token,
+                # The provider spends a rotating refresh token when the request arrives: giving up on a slow
+                # answer loses the new one, so the answer is waited for as long as callers would wait anyway.
+                timeout=(self.settings.timeout, max(self.settings.timeout, self.settings.patience)),
                 **self._extra(),
             )
-        return self.tokens_from_response(dict(response), grant=tokens.grant, previous=tokens)
+        return self.tokens_from_response(dict(response), grant=tokens.grant, previous=tokens, sent_at=sent_at)
+
+    def refresh_token_active(self, tokens: TokenSet) -> bool | None:
+        """Whether the provider still accepts the refresh token (RFC 7662), without spending it; None: unknown."""
+        endpoint = self.provider.metadata.raw.get("introspection_endpoint")
+        if not endpoint or not tokens.refresh_token:
+            return None
+        with self._oauth() as oauth:
+            response = self._call(
+                "token introspection",
+                oauth.introspect_token,
+                endpoint,
+                token=tokens.refresh_token,
+                token_type_hint="refresh_token",  # noqa: S106 - a hint's name, not a secret
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            return None
+        if response.status_code != 200 or not isinstance(answer, dict) or "active" not in answer:
+            return None  # e.g. introspection is not open to this client
+        return answer["active"] is True
 
     def revoke(self, token: str, hint: str = "refresh_token") -> bool:
         """Revoke a token (RFC 7009); False when the provider offers no revocation endpoint."""
@@ -278,6 +318,16 @@ class OIDCClient:
         if state:
             params["state"] = state
         return f"{endpoint}{'&' if '?' in endpoint else '?'}{urlencode(params)}"
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the provider (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
 
 
 def _post_json(oauth: OAuth2Session, url: str, body: dict[str, str], auth: Any, *, timeout: float) -> dict[str, Any]:

@@ -20,6 +20,8 @@ class SessionState(str, enum.Enum):
     SIGNED_IN = "signed_in"
     REFRESHING = "refreshing"
     REFRESH_FAILING = "refresh_failing"
+    #: The access token has expired and the provider does not answer: calls wait (up to the patience).
+    PROVIDER_UNREACHABLE = "provider_unreachable"
     LOGIN_REQUIRED = "login_required"
 
 
@@ -40,7 +42,12 @@ class SessionSnapshot:
 
     @property
     def signed_in(self) -> bool:
-        return self.state in (SessionState.SIGNED_IN, SessionState.REFRESHING, SessionState.REFRESH_FAILING)
+        return self.state in (
+            SessionState.SIGNED_IN,
+            SessionState.REFRESHING,
+            SessionState.REFRESH_FAILING,
+            SessionState.PROVIDER_UNREACHABLE,
+        )
 
 
 Listener = Callable[[SessionSnapshot], None]

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
 from ..errors import LoginFailed, LoginRequired, OIDCError, ProviderError, TokenRefreshFailed, TokenValidationError
 from ..settings import Settings
-from .backoff import backoff_delay
 from .cache import TokenCache
 from .client import OIDCClient, PendingAuthorization
 from .flows import DevicePrompt, UrlPrompt, browser_login, device_login
 from .observable import ObservableSession, SessionSnapshot, SessionState
+from .outage import Outage
 from .schedule import next_refresh_at
 from .tokens import Identity, TokenSet
 
@@ -23,6 +26,16 @@ logger = logging.getLogger(__name__)
 
 #: Answers that end a session for good: only a new sign-in helps.
 PERMANENT_ERRORS = {"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope", "access_denied"}
+#: A server's 401 forces a refresh at most this often: one that keeps refusing must not keep the provider busy.
+FORCED_REFRESH_INTERVAL = 20.0
+#: How long to wait for another process's hold on the cache entry before re-reading the cache instead (seconds).
+CACHE_LOCK_WAIT = 2.0
+#: How often a failed cache write is retried (seconds).
+SAVE_RETRY = 5.0
+
+
+class _CacheBusy(Exception):
+    """Another process holds the cache entry's lock (it is refreshing): look at the cache again shortly."""
 
 
 class Session(ObservableSession):
@@ -49,11 +62,19 @@ class Session(ObservableSession):
         self.client = client or OIDCClient(settings)
         self.cache = cache if cache is not None else (TokenCache(settings.cache_dir) if use_cache else None)
         self._refresh_lock = threading.Lock()
+        #: Notified after every refresh attempt and token change; callers without a valid token wait on it.
+        self._attempted = threading.Condition(threading.Lock())
+        self._attempts = 0
         self._tokens: TokenSet | None = None
         self._key: str | None = None
         self._before_signing_in: tuple[SessionState, str | None] = (SessionState.SIGNED_OUT, None)
-        self._failures = 0
-        self._retry_at = 0.0
+        self._outage = Outage(settings.patience)
+        self._last_forced = -FORCED_REFRESH_INTERVAL
+        #: The refresh token of a refresh that got no answer: the provider may have spent it.
+        self._uncertain: str | None = None
+        self._unsaved = False
+        self._save_retry_at = 0.0
+        self._save_problem: str | None = None
         #: Token refreshes this session made at the provider (not counting tokens adopted from the cache).
         self.refresh_count = 0
         #: Fresh tokens picked up from the cache after another process refreshed them.
@@ -149,16 +170,20 @@ class Session(ObservableSession):
             raise TokenValidationError("A token set without a validated identity cannot sign in.")
         key = TokenCache.entry_key(self.settings.issuer, self.settings.client_id, tokens.identity.subject)
         previous_key = self._key
+        self._unsaved, self._save_problem = False, None
         if self.cache is not None:
-            with self.cache.lock(key):
-                self.cache.save(key, tokens)
-                self.cache.set_current(self.settings.issuer, self.settings.client_id, key)
-            if previous_key is not None and previous_key != key:
-                self.cache.delete(previous_key)  # switching user: the previous user's tokens leave the disk
+            try:
+                with self.cache.lock(key):
+                    self.cache.save(key, tokens)
+                    self.cache.set_current(self.settings.issuer, self.settings.client_id, key)
+                if previous_key is not None and previous_key != key:
+                    self.cache.delete(previous_key)  # switching user: the previous user's tokens leave the disk
+            except OSError as exc:
+                self._save_failed(exc)
         with self._lock:
-            self._tokens, self._key = tokens, key
-            self._failures, self._retry_at = 0, 0.0
-        self._set_state(SessionState.SIGNED_IN)
+            self._tokens, self._key, self._uncertain = tokens, key, None
+            self._outage.ended()
+        self._set_state(SessionState.SIGNED_IN, self._save_problem)
         self._start_refresher()
 
     def load_cached(self) -> bool:
@@ -172,8 +197,8 @@ class Session(ObservableSession):
         if not tokens.refresh_token and tokens.expires_in() <= 0 and not self._can_reacquire(tokens):
             return False
         with self._lock:
-            self._tokens, self._key = tokens, key
-            self._failures, self._retry_at = 0, 0.0
+            self._tokens, self._key, self._uncertain = tokens, key, None
+            self._outage.ended()
         self._set_state(SessionState.SIGNED_IN)
         self._start_refresher()
         return True
@@ -181,7 +206,11 @@ class Session(ObservableSession):
     # -- using -----------------------------------------------------------------------------------------------
 
     def access_token(self) -> str:
-        """A bearer token valid for at least min(refresh_margin, 25% of its lifetime); refreshes when needed."""
+        """A bearer token valid for at least min(refresh_margin, 25% of its lifetime); refreshes when needed.
+
+        While the current token is valid nothing waits for the provider (the refresher renews it). Once it has
+        expired, calls wait for a refresh, up to `settings.patience` if the provider is unreachable.
+        """
         tokens = self._tokens
         if tokens is None:
             # A sign-in elsewhere (`mlflow-oidc login`, another kernel) lands in the cache: pick it up.
@@ -193,13 +222,22 @@ class Session(ObservableSession):
         return self._ensure_fresh(tokens).access_token
 
     def token_rejected(self, token: str) -> str:
-        """The server refused `token` (HTTP 401): refresh unless another thread already replaced it."""
+        """The server refused `token` (HTTP 401): the token to send again.
+
+        A new one if another thread replaced it, or after a refresh; the same one when refreshing cannot help
+        (a server that keeps refusing gets at most one forced refresh per FORCED_REFRESH_INTERVAL).
+        """
         with self._lock:
             current = self._tokens
         if current is None:
             raise self._login_required()
         if current.access_token != token:
             return current.access_token
+        with self._lock:
+            recently = time.monotonic() - self._last_forced < FORCED_REFRESH_INTERVAL
+            if recently and current.is_fresh(self.settings.refresh_margin):
+                return token
+            self._last_forced = time.monotonic()
         return self._ensure_fresh(current, force=True).access_token
 
     def refresh(self) -> TokenSet:
@@ -214,84 +252,281 @@ class Session(ObservableSession):
         with self._lock:
             return LoginRequired(self._message or "You are not signed in.")
 
-    def _ensure_fresh(self, seen: TokenSet, force: bool = False) -> TokenSet:
+    def _ensure_fresh(self, seen: TokenSet, *, force: bool = False) -> TokenSet:
+        """A fresh token (with `force`: any token but `seen`, which a server refused): refresh, or wait for one.
+
+        Never sleeps holding the refresh lock: one attempt per hold, waits happen outside it on `_attempted`.
+        """
         margin = self.settings.refresh_margin
-        if not self._refresh_lock.acquire(blocking=False):
-            # Someone is refreshing: a token that is still comfortably valid beats waiting for them.
-            if not force and seen.expires_in() > min(2.0, 0.2 * seen.lifetime):
-                return seen
-            if not self._refresh_lock.acquire(timeout=self.settings.timeout * 4 + 30):
-                raise TokenRefreshFailed("Timed out waiting for another thread's token refresh; try again.")
-        try:
+        deadline: float | None = None
+        while True:
             current = self._tokens
             if current is None:
                 raise self._login_required()
-            if current is not seen and (current.is_fresh(margin) or force):
-                return current  # refreshed while we waited
-            if not force and time.time() < self._retry_at and current.expires_in() > 0:
-                return current  # backing off after a transient failure; the token still works
-            return self._refresh_locked(current, force=force)
-        finally:
-            self._refresh_lock.release()
-
-    def _refresh_locked(self, current: TokenSet, *, force: bool) -> TokenSet:
-        """Holding the thread lock: take the file lock, re-read, refresh if still needed, write."""
-        self._set_state(SessionState.REFRESHING, self._message if self._failures else None)
-        attempt = 0
-        while True:
-            try:
-                tokens = self._refresh_shared(current, force=force)
-            except ProviderError as exc:
-                if not exc.transient and exc.error in PERMANENT_ERRORS:
-                    raise self._end(f"Your session with {self.settings.issuer} has ended ({exc.error}).") from None
-                failure = exc
-            except TokenValidationError as exc:
-                raise self._end(f"The refreshed tokens were rejected: {exc}") from None
-            except FileLockTimeout:
-                failure = ProviderError("Another process holds the token cache lock for too long.", transient=True)
-            else:
-                with self._lock:
-                    self._failures, self._retry_at = 0, 0.0
-                self._set_state(SessionState.SIGNED_IN)
+            if current.access_token != seen.access_token and (force or current.is_fresh(margin)):
+                return current  # refreshed meanwhile
+            # A token a server refused is no better than an expired one.
+            usable = current.expires_in() > 0 and not force
+            if usable and (self._refresher_running() or time.time() < self._outage.retry_at):
                 self._wake.set()
-                return tokens
-            # A failure that may pass: keep serving a still-valid token, retry later with backoff.
-            self.refresh_failures += 1
-            with self._lock:
-                self._failures += 1
-                delay = backoff_delay(self._failures)
-                self._retry_at = time.time() + delay
-            message = f"Token refresh is failing, retrying: {failure}"
-            logger.warning("%s", message)
-            self._set_state(SessionState.REFRESH_FAILING, message)
-            latest = self._tokens or current
-            if latest.expires_in() > 0 and not force:
-                return latest
-            attempt += 1
-            if attempt >= 3 or self._stop.is_set():
-                raise TokenRefreshFailed(
-                    f"Could not refresh the access token: {failure} The session is kept; try again shortly."
-                ) from None
-            time.sleep(delay)
+                return current  # a valid token: nothing waits for the provider
+            generation = self._attempts
+            if time.time() >= self._outage.retry_at and self._refresh_lock.acquire(blocking=False):
+                try:
+                    fresh = self._attempt(current)
+                finally:
+                    self._refresh_lock.release()
+                if fresh is not None:
+                    return fresh
+                if usable:
+                    return current
+                continue
+            if usable:
+                return current  # a refresh is under way, and this token still works
+            deadline = deadline or self._outage.deadline(current.expires_at)
+            if time.time() >= deadline:
+                raise TokenRefreshFailed(self._outage.gave_up_message(self.settings.issuer))
+            self._show_waiting(current)
+            until = deadline if self._refresh_lock.locked() else min(deadline, self._outage.retry_at)
+            self._wait_for_attempt(generation, current, until)
 
-    def _refresh_shared(self, current: TokenSet, *, force: bool) -> TokenSet:
-        margin = self.settings.refresh_margin
+    def _wait_for_attempt(self, generation: int, current: TokenSet, until: float) -> None:
+        """Sleep (holding no lock) until an attempt ends, the tokens change, or `until`."""
+
+        def changed() -> bool:
+            return self._attempts != generation or self._tokens is not current
+
+        with self._attempted:
+            self._attempted.wait_for(changed, timeout=max(0.0, until - time.time()))
+
+    def _refresher_running(self) -> bool:
+        thread = self._refresher
+        return self.background_refresh and thread is not None and thread.is_alive() and not self._stop.is_set()
+
+    def _attempt(self, current: TokenSet) -> TokenSet | None:
+        """Holding the refresh lock: one refresh attempt, no sleeping; None after a failure that may pass."""
+        if not self._outage.ongoing:
+            self._set_state(SessionState.REFRESHING, self._message if self._unsaved else None)
+        watchdog = threading.Timer(self.settings.timeout, self._no_answer_yet, args=(current,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            tokens = self._refresh_shared(current)
+        except ProviderError as exc:
+            if not exc.transient and exc.error in PERMANENT_ERRORS:
+                raise self._end(f"Your session with {self.settings.issuer} has ended ({exc.error}). {exc}") from None
+            self._failed(str(exc), current)
+            return None
+        except TokenValidationError as exc:
+            raise self._end(f"The refreshed tokens were rejected: {exc}") from None
+        except LoginRequired:
+            raise  # the session ended (signed out elsewhere): state and reason are set
+        except _CacheBusy:
+            # Another process is refreshing this entry: its tokens will be in the cache shortly.
+            self._outage.retry_at = time.time() + CACHE_LOCK_WAIT / 2
+            return None
+        except BaseException:
+            self._set_state(SessionState.SIGNED_IN if self._tokens else self._state, self._message)
+            raise
+        finally:
+            watchdog.cancel()
+            with self._attempted:
+                self._attempts += 1
+                self._attempted.notify_all()
+        self._recovered()
+        return tokens
+
+    def _failed(self, reason: str, current: TokenSet) -> None:
+        self.refresh_failures += 1
+        latest = self._tokens or current
+        with self._lock:
+            first = not self._outage.ongoing
+            self._outage.failed(reason, latest.expires_at)
+        if latest.expires_in() > 0:
+            message = f"Token refresh is failing, retrying: {reason}"
+            self._set_state(SessionState.REFRESH_FAILING, message)
+        else:
+            message = self._outage.waiting_message()
+            self._set_state(SessionState.PROVIDER_UNREACHABLE, message)
+            self._leave_note(message)
+        if first:
+            logger.warning("%s", message)
+        else:
+            logger.debug("%s", message)
+
+    def _recovered(self) -> None:
+        with self._lock:
+            lasted = self._outage.ended()
+        if lasted is not None:
+            logger.warning("The identity provider answered again after %.1f s; the session goes on", lasted)
+            if self.cache is not None and self._key is not None:
+                self.cache.clear_note(self._key)
+        self._set_state(SessionState.SIGNED_IN, self._save_problem)
+        with self._attempted:
+            self._attempted.notify_all()
+        self._wake.set()
+
+    def _show_waiting(self, current: TokenSet) -> None:
+        """A call is waiting for a token from a failing provider: say so (once) where listeners and `status` see."""
+        if self._state == SessionState.PROVIDER_UNREACHABLE or not self._outage.ongoing:
+            return  # a refresh that merely takes a moment is no outage
+        message = self._outage.waiting_message()
+        self._set_state(SessionState.PROVIDER_UNREACHABLE, message)
+        self._leave_note(message)
+
+    def _no_answer_yet(self, current: TokenSet) -> None:
+        """The watchdog of a refresh still waiting for the provider's answer after `settings.timeout`."""
+        if not self._refresh_lock.locked() or self._tokens is not current:
+            return
+        with self._lock:
+            self._outage.since = self._outage.since or time.time()
+            self._outage.reason = (
+                f"No answer to a token refresh for {self.settings.timeout:.0f} s: waiting for it, since the "
+                "provider may already have spent the refresh token."
+            )
+        if current.expires_in() > 0:
+            self._set_state(SessionState.REFRESH_FAILING, f"Token refresh is slow: {self._outage.reason}")
+        else:
+            self._show_waiting(current)
+
+    def _leave_note(self, message: str) -> None:
+        """Tell other processes (`mlflow-oidc status`) that this session is waiting for the provider."""
+        if self.cache is not None and self._key is not None:
+            since = self._outage.since or time.time()
+            self.cache.write_note(self._key, {"state": "provider_unreachable", "since": since,
+                                              "pid": os.getpid(), "message": message})  # fmt: skip
+
+    def waiting_note(self) -> dict[str, Any] | None:
+        """What a live process sharing this sign-in reported while waiting for the provider (for `status`)."""
+        if self.cache is None or self._key is None:
+            return None
+        note = self.cache.read_note(self._key)
+        if not note or note.get("state") != "provider_unreachable":
+            return None
+        try:
+            os.kill(int(note["pid"]), 0)
+        except (KeyError, TypeError, ValueError, ProcessLookupError):
+            return None  # that process has ended
+        except PermissionError:
+            pass  # alive, another user's (a shared cache folder)
+        return note
+
+    def _refresh_shared(self, current: TokenSet) -> TokenSet:
+        """Take the cache entry's lock, re-read, refresh only if still needed, write."""
         key = self._key
         if self.cache is None or key is None:
             return self._store(self._grant(current), counted=True)
-        with self.cache.lock(key, timeout=self.settings.timeout * 3 + 10):
-            cached = self.cache.load(key)
-            if cached is None:
-                raise self._end("You signed out (in another process or terminal).")
-            if cached.access_token != current.access_token and cached.issued_at >= current.issued_at:
-                # Another process refreshed: its refresh token is the live one now (rotation).
-                if cached.is_fresh(margin):
-                    self.adopted_count += 1
-                    return self._store(cached, counted=False)
-                current = cached
-            tokens = self._grant(current)
-            self.cache.save(key, tokens)
+        lock: FileLock | None = None
+        try:
+            lock = self.cache.lock(key, timeout=CACHE_LOCK_WAIT)
+            lock.acquire()
+        except FileLockTimeout:
+            adopted = self._adopt_cached(key, current)
+            if adopted is not None:
+                return adopted
+            raise _CacheBusy() from None
+        except OSError as exc:  # the lock file cannot be made (full disk, read-only folder): go on without it
+            logger.warning("Token cache lock unavailable (%s); refreshing without it", exc.strerror or exc)
+            lock = None
+        try:
+            adopted = self._adopt_cached(key, current, locked=True)
+            if adopted is not None:
+                return adopted
+            latest = self._latest_cached(key, current)
+            if self._uncertain is not None and self._uncertain == latest.refresh_token:
+                self._check_still_active(latest)
+            try:
+                tokens = self._grant(latest)
+            except ProviderError as exc:
+                if exc.uncertain:
+                    self._uncertain = latest.refresh_token
+                raise
+            self._uncertain = None
+            logger.debug("Refreshed the tokens (those from %s)", "the cache" if latest is not current else "memory")
+            self._save(key, tokens)
+        finally:
+            if lock is not None:
+                lock.release()
         return self._store(tokens, counted=True)
+
+    def _adopt_cached(self, key: str, current: TokenSet, *, locked: bool = False) -> TokenSet | None:
+        """Fresh tokens another process wrote to the cache, or None; with the lock held, a gone entry ends this."""
+        assert self.cache is not None
+        try:
+            cached = self.cache.load(key)
+        except OSError as exc:
+            logger.warning("Token cache unreadable (%s); using the tokens in memory", exc.strerror or exc)
+            return None
+        if cached is None:
+            if locked and not self._unsaved:
+                raise self._end("You signed out (in another process or terminal).")
+            return None
+        if self._newer(cached, current) and cached.is_fresh(self.settings.refresh_margin):
+            logger.debug("Using the tokens another process refreshed")
+            self.adopted_count += 1
+            return self._store(cached, counted=False)
+        return None
+
+    def _latest_cached(self, key: str, current: TokenSet) -> TokenSet:
+        """The newest of our tokens and the cache's: after a rotation elsewhere, only its refresh token is live."""
+        assert self.cache is not None
+        try:
+            cached = self.cache.load(key)
+        except OSError:
+            return current
+        return cached if cached is not None and self._newer(cached, current) else current
+
+    @staticmethod
+    def _newer(cached: TokenSet, current: TokenSet) -> bool:
+        return cached.access_token != current.access_token and cached.issued_at >= current.issued_at
+
+    def _check_still_active(self, tokens: TokenSet) -> None:
+        """The last refresh with this token got no answer: resend it only if the provider has not spent it."""
+        active = self.client.refresh_token_active(tokens)
+        if active is False:
+            raise ProviderError(
+                "The identity provider took the refresh token but its answer never arrived; the token is spent.",
+                error="invalid_grant",
+            )
+
+    def _save(self, key: str, tokens: TokenSet) -> None:
+        """Write refreshed tokens; when the disk refuses, keep them in memory, warn, and retry later."""
+        assert self.cache is not None
+        try:
+            self.cache.save(key, tokens)
+        except OSError as exc:
+            self._save_failed(exc)
+        else:
+            self._unsaved, self._save_problem = False, None
+
+    def _save_failed(self, exc: OSError) -> None:
+        self._unsaved = True
+        self._save_retry_at = time.time() + SAVE_RETRY
+        self._save_problem = (
+            f"The token cache in {self.settings.cache_dir} cannot be written ({exc.strerror or exc}): the new "
+            "tokens are kept in memory only and saving is retried; other processes using this cache may sign out."
+        )
+        logger.warning("%s", self._save_problem)
+
+    def _retry_save(self) -> None:
+        """The refresher's retry of a failed cache write (unless another process wrote newer tokens since)."""
+        tokens, key = self._tokens, self._key
+        if self.cache is None or key is None or tokens is None:
+            return
+        try:
+            with self.cache.lock(key, timeout=CACHE_LOCK_WAIT):
+                cached = self.cache.load(key)
+                if cached is not None and self._newer(cached, tokens):
+                    self._store(cached, counted=False)
+                else:
+                    self.cache.save(key, tokens)
+        except OSError as exc:  # includes the lock's Timeout
+            self._save_failed(exc)
+            return
+        self._unsaved, self._save_problem = False, None
+        logger.warning("The token cache is writable again: tokens saved")
+        if self._state == SessionState.SIGNED_IN:
+            self._set_state(SessionState.SIGNED_IN)
 
     def _grant(self, current: TokenSet) -> TokenSet:
         if current.refresh_token:
@@ -308,6 +543,8 @@ class Session(ObservableSession):
             self._tokens = tokens
             if counted:
                 self.refresh_count += 1
+        with self._attempted:
+            self._attempted.notify_all()
         return tokens
 
     def _end(self, reason: str) -> LoginRequired:
@@ -318,7 +555,7 @@ class Session(ObservableSession):
     def _forget(
         self, state: SessionState, message: str | None = None, *, take_file_lock: bool = False
     ) -> TokenSet | None:
-        """Drop the tokens, cache entry first; returns the tokens dropped.
+        """Drop the tokens, cache entry first; returns the newest tokens dropped (from memory or the cache).
 
         Other threads may ask for a token meanwhile (the refresher and MLflow calls race): until the entry is
         gone they still get the old tokens, and the moment they find none they also find why. Dropping the
@@ -326,9 +563,11 @@ class Session(ObservableSession):
         """
         with self._lock:
             key = self._key
+        cached = None
         if self.cache is not None and key is not None:
             if take_file_lock:  # not while refreshing: that path holds it already, and it is not reentrant
                 with self.cache.lock(key):
+                    cached = self.cache.load(key)  # another process may have rotated the refresh token since
                     self.cache.delete(key)
             else:
                 self.cache.delete(key)
@@ -336,13 +575,21 @@ class Session(ObservableSession):
         with self._lock:
             tokens, self._tokens, self._key = self._tokens, None, None
             self._state, self._message = state, message
+        with self._attempted:
+            self._attempted.notify_all()
         self._notify()
+        if cached is not None and (tokens is None or self._newer(cached, tokens)):
+            return cached
         return tokens
 
     # -- signing out -----------------------------------------------------------------------------------------
 
     def logout(self, *, revoke: bool = True, post_logout_redirect_uri: str | None = None) -> str | None:
-        """Revoke the refresh token, delete the cache entry; returns the provider's end-session URL, if any."""
+        """Revoke the live refresh token, delete the cache entry; returns the provider's end-session URL, if any.
+
+        The live refresh token is the newest one, re-read from the cache: another process sharing it may have
+        rotated the one this session holds.
+        """
         tokens = self._forget(SessionState.SIGNED_OUT, take_file_lock=True)
         end_session_url = None
         if tokens is not None:
@@ -360,24 +607,32 @@ class Session(ObservableSession):
     # -- background refresh ----------------------------------------------------------------------------------
 
     def _next_refresh_at(self, tokens: TokenSet) -> float:
-        return next_refresh_at(tokens, self.settings.refresh_margin, not_before=self._retry_at)
+        due = next_refresh_at(tokens, self.settings.refresh_margin, not_before=self._outage.retry_at)
+        return min(due, self._save_retry_at) if self._unsaved else due
 
     def _refresh_when_due(self) -> float | None:
+        """One round of the refresher: it waits (on the lock or the clock), it never polls in a busy loop."""
         tokens = self._tokens
         if tokens is None:
             return None
+        if self._unsaved and time.time() >= self._save_retry_at:
+            self._retry_save()
         delay = self._next_refresh_at(tokens) - time.time()
         if delay > 0:
             return delay
+        if not self._refresh_lock.acquire(timeout=CACHE_LOCK_WAIT):
+            return 0.0  # another thread is refreshing: look again once it is done (acquire blocks meanwhile)
         try:
+            current = self._tokens
+            if current is None or self._next_refresh_at(current) > time.time():
+                return 0.0  # refreshed (or signed out) while we waited for the lock
             # Still fresh here means the refresh token's idle timeout is what is due.
-            self._ensure_fresh(tokens, force=tokens.is_fresh(self.settings.refresh_margin))
+            self._attempt(current)
         except LoginRequired:
             pass  # state and listeners already tell the story
-        except OIDCError as exc:
-            logger.warning("Background token refresh failed: %s", exc)
-            return 1.0
         except Exception:
             logger.exception("Background token refresh crashed; retrying")
             return 5.0
+        finally:
+            self._refresh_lock.release()
         return 0.0

@@ -116,14 +116,23 @@ class TokenSet:
 
 def _jwt_exp(token: str | None) -> float | None:
     """The `exp` of a JWT, read without verification: only ever used as a scheduling hint."""
+    return _unverified_time(token, "exp")
+
+
+def issued_at_hint(token: str | None) -> float | None:
+    """The `iat` of a JWT, read without verification: a hint of its age, never a reason to trust it."""
+    return _unverified_time(token, "iat")
+
+
+def _unverified_time(token: str | None, claim: str) -> float | None:
     if not token or token.count(".") != 2:
         return None
     try:
         claims = json.loads(extract_compact(token.encode()).payload)
     except (JoseError, ValueError, TypeError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, (int, float)) and exp > 0 else None
+    value = claims.get(claim) if isinstance(claims, dict) else None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def _refresh_expiry(

@@ -52,6 +52,7 @@ class Policy:
     routes: RouteTable
     unknown_roles: tuple[str, ...]
     unknown_action: str
+    unknown_read_roles: tuple[str, ...]
     # Decided inside MLflow (stack/mlflow-identity), which sees what the gate cannot, e.g. whether an artifact exists.
     server_permissions: dict[str, tuple[str, ...]]
 
@@ -88,6 +89,7 @@ class Policy:
             routes=routes,
             unknown_roles=tuple(unknown.get("roles", ["Admin"])),
             unknown_action=str(unknown.get("action", "call a route this policy does not know")),
+            unknown_read_roles=tuple(unknown.get("read_roles", unknown.get("roles", ["Admin"]))),
             server_permissions={str(k): tuple(v) for k, v in (doc.get("server_permissions") or {}).items()},
         )
 
@@ -120,22 +122,24 @@ class Policy:
         """Allow only if every route of every plausible reading of the path is allowed (the strictest one wins).
 
         A reading that is none of MLflow's routes, or a route whose handler no rule names, needs the unknown-route
-        roles: MLflow answers such a path 404 today, and a newer MLflow may answer it with anything.
+        roles (the read roles for GET, HEAD, OPTIONS): MLflow answers such a path 404 today, and a newer MLflow may
+        answer it with anything.
         """
         method = method.upper()
+        unknown = self.unknown_read_roles if method in ("GET", "HEAD", "OPTIONS") else self.unknown_roles
         decision = Decision(True, "")
         for path in interpretations(uri):
             routes = self.routes.match(method, path)
             rules = [self.rule_for(route.handler) for route in routes] or [None]
             for rule in rules:
-                decision = self._decide_one(rule, user, roles)
+                decision = self._decide_one(rule, user, roles, unknown)
                 if not decision.allowed:
                     return decision
         return Decision(True, decision.rule)
 
-    def _decide_one(self, rule: Rule | None, user: str, roles: list[str]) -> Decision:
+    def _decide_one(self, rule: Rule | None, user: str, roles: list[str], unknown: tuple[str, ...]) -> Decision:
         required, action, name = (
-            (rule.roles, rule.action, rule.name) if rule else (self.unknown_roles, self.unknown_action, "unknown-route")
+            (rule.roles, rule.action, rule.name) if rule else (unknown, self.unknown_action, "unknown-route")
         )
         if any(role in required for role in roles):
             return Decision(True, name)

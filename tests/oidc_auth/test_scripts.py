@@ -25,6 +25,25 @@ print(json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experimen
                   "artifact": artifact, "found": [r.info.run_id for r in found]}))
 """
 
+#: MLflow calls that fail print what the user would read, instead of a traceback.
+TRY = """
+import sys, mlflow
+from mlflow.tracking import MlflowClient
+try:
+    CALL
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+else:
+    print("no error")
+"""
+
+
+def run_and_read(terminal, tmp_path, call: str) -> str:
+    script = tmp_path / "call.py"
+    script.write_text(TRY.replace("CALL", call))
+    result = terminal.python(script)
+    return result.stdout + result.stderr
+
 
 def test_cli_login_then_a_plain_script_logs_as_the_user_the_server_knows(terminal, tmp_path):
     shown = terminal.login("bob")
@@ -43,3 +62,35 @@ def test_cli_login_then_a_plain_script_logs_as_the_user_the_server_knows(termina
     managers = terminal.api("GET", f"/api/2.0/mlflow/permissions/experiments/{out['experiment_id']}/users")
     assert managers.status_code == 200, managers.text
     assert {(u["name"], u["permission"]) for u in managers.json()} >= {("bob", "MANAGE")}
+
+
+def test_a_user_without_permission_sees_the_servers_reason(make_terminal, tmp_path):
+    alice, bob = make_terminal("alice"), make_terminal("bob")
+    alice.login("alice")
+    bob.login("bob")
+    created = alice.api("POST", "/api/2.0/mlflow/experiments/create", json={"name": f"alice-{uuid.uuid4().hex[:8]}"})
+    assert created.status_code == 200, created.text
+
+    said = run_and_read(bob, tmp_path, f"MlflowClient().create_run({created.json()['experiment_id']!r})")
+
+    assert "Permission denied" in said and "bob" in said, said[-3000:]  # the server's reason, and who was refused
+    assert "INTERNAL_ERROR" not in said and "mlflow-oidc login" not in said  # signing in again cannot help
+
+
+def test_a_user_the_server_turned_away_is_told_so_not_to_sign_in_again(oidc_auth, make_terminal, tmp_path):
+    alice, bot = make_terminal("alice"), make_terminal("bot")
+    alice.login("alice")
+    bot.env.update(
+        MLFLOW_OIDC_CLIENT_ID="ci-bot",
+        MLFLOW_OIDC_CLIENT_SECRET=oidc_auth.endpoints["clients"]["ci-bot"]["client_secret"],
+    )
+    assert bot.cli("login", "--client-credentials").returncode == 0
+    assert bot.api("GET", "/api/2.0/mlflow/users/current").json()["username"] == "ci-bot"  # provisioned from its token
+    # An admin deactivates the bot's account in mlflow-oidc-auth; its tokens stay valid at the provider.
+    off = alice.api("PATCH", "/api/2.0/mlflow/users/ci-bot/active", json={"active": False})
+    assert off.status_code == 200, off.text
+
+    said = run_and_read(bot, tmp_path, "mlflow.search_experiments()")
+
+    assert "Authentication required" in said and "ci-bot" in said, said[-3000:]
+    assert "INTERNAL_ERROR" not in said and "mlflow-oidc login" not in said

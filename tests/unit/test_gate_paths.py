@@ -53,6 +53,7 @@ def test_ordinary_use_is_allowed_to_default_users():
     assert decision.allowed and decision.rule == "use"
 
 
-def test_a_path_that_is_no_route_of_mlflow_needs_admin():
-    denied = POLICY.decide("GET", "/api/2.0/mlflow/no-such-route", "bob", ["Default"])
+def test_a_path_that_is_no_route_of_mlflow_needs_admin_except_to_read_it():
+    denied = POLICY.decide("POST", "/api/2.0/mlflow/no-such-route", "bob", ["Default"])
     assert not denied.allowed and denied.rule == "unknown-route"
+    assert POLICY.decide("GET", "/api/2.0/mlflow/no-such-route", "bob", ["Default"]).allowed
