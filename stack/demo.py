@@ -28,6 +28,7 @@ def _jupyterlab(endpoints: dict, port: int, run_dir: Path) -> JupyterProcess:
         "MLFLOW_OIDC_ISSUER": endpoints["issuer"],
         "MLFLOW_OIDC_CLIENT_ID": endpoints["clients"]["jupyter"]["client_id"],
         "MLFLOW_OIDC_AUDIENCE": endpoints["audience"],
+        "MLFLOW_OIDC_ROLES_CLAIM": ",".join(endpoints.get("roles_claim", [])) or "roles",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     argv = jupyter_argv(
@@ -42,6 +43,10 @@ def main() -> int:
     parser.add_argument(
         "--jupyterhub", action="store_true", help="JupyterHub (people sign in at the hub) instead of JupyterLab"
     )
+    parser.add_argument(
+        "--idp", choices=("local", "keycloak"), default="local",
+        help="keycloak: a real Keycloak (downloaded once, cached) with PostgreSQL instead of the small local IdP",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.jupyterhub:
         return _hub_demo(LocalStack(DEFAULT_RUN_DIR))
@@ -61,7 +66,7 @@ def main() -> int:
             raise StackError(
                 f"port {args.jupyter_port} for JupyterLab is taken: use --jupyter-port or DEMO_JUPYTER_PORT"
             )
-        endpoints = stack.up()
+        endpoints = stack.up(idp=args.idp)
         jupyter = _jupyterlab(endpoints, args.jupyter_port, stack.layout.run_dir)
         jupyter.start()
         base, token = jupyter.url.rstrip("/"), jupyter.token
@@ -84,7 +89,7 @@ def main() -> int:
         while not stopping:
             if jupyter.proc is None or jupyter.proc.poll() is not None:
                 raise StackError(f"JupyterLab stopped. Last lines of {jupyter.log_path}:\n{log_tail(jupyter.log_path)}")
-            if len(stack.running()) < 4:
+            if len(stack.running()) < len(stack.status()):
                 raise StackError(f"a stack component stopped; see the logs in {stack.layout.run_dir / 'logs'}")
             time.sleep(0.5)
         return 0
