@@ -603,7 +603,6 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--run-dir", type=Path, default=argparse.SUPPRESS, help="state, config and logs")
     parser = argparse.ArgumentParser(prog="stack/run", description=__doc__, parents=[common])
-    parser.set_defaults(run_dir=DEFAULT_RUN_DIR)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", parents=[common], help="start everything and wait until healthy")
     up.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed defaults")
@@ -657,6 +656,9 @@ def _external(args: argparse.Namespace) -> ExternalProvider | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # No parser-level default: set_defaults would reach the --run-dir action the command's parser shares, and the
+    # command's default would then override a --run-dir given before the command.
+    args.run_dir = getattr(args, "run_dir", DEFAULT_RUN_DIR)
     stack = LocalStack(args.run_dir, server=getattr(args, "server", None))
     try:
         if args.command == "up":
