@@ -77,5 +77,4 @@ def test_logout_magic_ends_the_keycloak_session(shell, keycloak):
 
     terminal.run(shell, "mlflow_logout")
 
-    assert "Signed out of MLflow." in terminal.text
     assert ours not in {s["id"] for s in keycloak.admin.sessions("bob")}
