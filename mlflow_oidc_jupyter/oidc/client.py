@@ -181,15 +181,16 @@ class OIDCClient:
     def poll_device_token(self, device: DeviceAuthorization) -> TokenSet:
         """One token request for a device code; ProviderError.error is authorization_pending, slow_down..."""
         sent_at = time.time()
+        params: dict[str, Any] = {"device_code": device.device_code, **self._extra()}
+        if device.code_verifier:
+            params["code_verifier"] = device.code_verifier
         with self._oauth() as oauth:
             response = self._call(
                 "device token request",
                 oauth.fetch_token,
                 self.provider.metadata.token_endpoint,
                 grant_type=DEVICE_CODE_GRANT,
-                device_code=device.device_code,
-                **({"code_verifier": device.code_verifier} if device.code_verifier else {}),
-                **self._extra(),
+                **params,
             )
         return self.tokens_from_response(dict(response), grant="device_code", sent_at=sent_at)
 
