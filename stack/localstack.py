@@ -164,6 +164,8 @@ class LocalStack:
                 ports[name] = requested[name]
             elif self._env.get(PORT_ENV[name]):
                 ports[name] = int(self._env[PORT_ENV[name]])
+            elif free_ports and name == "idp" and self.idp == "keycloak":
+                ports[name] = keycloak_stack.late_bound_port()
             elif free_ports:
                 ports[name] = free_port()
             else:
