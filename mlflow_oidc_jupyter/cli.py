@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         help="as the client itself (needs MLFLOW_OIDC_CLIENT_SECRET)",
     )
     login.add_argument("--no-open", action="store_true", help="with --browser: print the URL, do not open it")
+    login.add_argument(
+        "--redirect-path",
+        help="with --browser: loopback path registered at the provider (MLFLOW_OIDC_REDIRECT_PATH, "
+        "default /oauth/callback)",
+    )
     login.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the browser sign-in")
     commands.add_parser("status", help="who is signed in, roles, when the tokens expire (no secrets)")
     commands.add_parser("token", help="print a valid access token on stdout (for scripts)")
@@ -65,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.load(
-            issuer=args.issuer, client_id=args.client_id, scopes=args.scopes, tracking_uri=args.tracking_uri
+            issuer=args.issuer,
+            client_id=args.client_id,
+            scopes=args.scopes,
+            tracking_uri=args.tracking_uri,
+            redirect_path=getattr(args, "redirect_path", None),
         )
     except ConfigError as exc:
         _err(f"mlflow-oidc: {exc}")
@@ -187,6 +196,8 @@ def _env(session: Session, args: argparse.Namespace) -> int:
     ]
     if s.scopes != Settings.__dataclass_fields__["scopes"].default:
         pairs.append(("MLFLOW_OIDC_SCOPES", s.scope))
+    if s.roles_claim != Settings.__dataclass_fields__["roles_claim"].default:
+        pairs.append(("MLFLOW_OIDC_ROLES_CLAIM", ",".join(s.roles_claim)))
     for name, value in pairs:
         if value:
             print(f"export {name}={shlex.quote(value)}")

@@ -22,6 +22,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCOPES = ("openid", "profile", "email")
+# Where tokens carry roles, as the gate policy's default: the local IdP and our Keycloak realm's mapper use `roles`.
+DEFAULT_ROLES_CLAIM = ("roles",)
+DEFAULT_REDIRECT_PATH = "/oauth/callback"
 
 #: Setting name -> environment variable. The tracking URI is MLflow's own variable.
 ENV_VARS: dict[str, str] = {
@@ -39,6 +42,8 @@ ENV_VARS: dict[str, str] = {
     "refresh_margin": "MLFLOW_OIDC_REFRESH_MARGIN",
     "timeout": "MLFLOW_OIDC_TIMEOUT",
     "patience": "MLFLOW_OIDC_PATIENCE",
+    "roles_claim": "MLFLOW_OIDC_ROLES_CLAIM",
+    "redirect_path": "MLFLOW_OIDC_REDIRECT_PATH",
 }
 CONFIG_ENV_VAR = "MLFLOW_OIDC_CONFIG"
 
@@ -77,6 +82,9 @@ class Settings:
         the provider may already have spent the refresh token it carries).
     patience: once the access token has expired, how long calls wait for an unreachable identity provider
         before they fail, in seconds; also how long a token refresh waits for the provider's answer.
+    roles_claim: dotted claim paths whose roles are merged, e.g. ``realm_access.roles`` or
+        ``resource_access.<client>.roles`` (Keycloak); the same list as the gate policy's ``roles_claim``.
+    redirect_path: path of the loopback redirect of `mlflow-oidc login --browser` (``http://127.0.0.1:<port><path>``).
     """
 
     issuer: str
@@ -92,6 +100,8 @@ class Settings:
     refresh_margin: float = 60.0
     timeout: float = 10.0
     patience: float = 900.0
+    roles_claim: tuple[str, ...] = DEFAULT_ROLES_CLAIM
+    redirect_path: str = DEFAULT_REDIRECT_PATH
 
     def __post_init__(self) -> None:
         _check_url("issuer", self.issuer)
@@ -142,6 +152,8 @@ class Settings:
             refresh_margin=_parse_number("refresh_margin", raw.get("refresh_margin", 60.0)),
             timeout=_parse_number("timeout", raw.get("timeout", 10.0)),
             patience=_parse_number("patience", raw.get("patience", 900.0)),
+            roles_claim=_parse_paths(raw.get("roles_claim", DEFAULT_ROLES_CLAIM)),
+            redirect_path="/" + str(raw.get("redirect_path") or DEFAULT_REDIRECT_PATH).lstrip("/"),
         )
 
 
@@ -188,6 +200,14 @@ def _parse_scopes(value: Any) -> tuple[str, ...]:
     if "openid" not in scopes:
         scopes = ("openid", *scopes)
     return scopes
+
+
+def _parse_paths(value: Any) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    paths = tuple(dict.fromkeys(str(p).strip() for p in items if str(p).strip()))
+    if not paths:
+        raise ConfigError("Setting `roles_claim` needs at least one claim path, e.g. roles or realm_access.roles.")
+    return paths
 
 
 def _parse_verify(verify: Any, ca_bundle: Any) -> bool | str:

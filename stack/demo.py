@@ -30,6 +30,7 @@ def _jupyterlab(endpoints: dict, port: int, run_dir: Path) -> JupyterProcess:
         "MLFLOW_OIDC_ISSUER": endpoints["issuer"],
         "MLFLOW_OIDC_CLIENT_ID": endpoints["clients"]["jupyter"]["client_id"],
         "MLFLOW_OIDC_AUDIENCE": endpoints["audience"],
+        "MLFLOW_OIDC_ROLES_CLAIM": ",".join(endpoints.get("roles_claim", [])) or "roles",
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     argv = jupyter_argv(
@@ -44,19 +45,23 @@ def main() -> int:
     parser.add_argument(
         "--jupyterhub", action="store_true", help="JupyterHub (people sign in at the hub) instead of JupyterLab"
     )
+    parser.add_argument(
+        "--idp", choices=("local", "keycloak"), default="local",
+        help="keycloak: a real Keycloak (downloaded once, cached) with PostgreSQL instead of the small local IdP",
+    )  # fmt: skip
     args = parser.parse_args()
     stack = LocalStack(DEFAULT_RUN_DIR)
     if args.jupyterhub:
         return _run(stack, lambda: _hub_demo(stack))
     jupyters: list[JupyterProcess] = []
-    return _run(stack, lambda: _lab_demo(stack, args.jupyter_port, jupyters), jupyters)
+    return _run(stack, lambda: _lab_demo(stack, args.jupyter_port, args.idp, jupyters), jupyters)
 
 
-def _lab_demo(stack: LocalStack, port: int, started: list[JupyterProcess]) -> JupyterProcess:
+def _lab_demo(stack: LocalStack, port: int, idp: str, started: list[JupyterProcess]) -> JupyterProcess:
     """The stack plus JupyterLab: people sign in to MLflow from JupyterLab (the UI and `%mlflow_login`)."""
     if not port_free(port):
         raise StackError(f"port {port} for JupyterLab is taken: use --jupyter-port or DEMO_JUPYTER_PORT")
-    endpoints = stack.up()
+    endpoints = stack.up(idp=idp)
     jupyter = _jupyterlab(endpoints, port, stack.layout.run_dir)
     started.append(jupyter)
     jupyter.start()

@@ -12,6 +12,7 @@ import requests
 import urllib3
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from ..errors import LoginFailed, ProviderError
 from ..settings import Settings
@@ -34,6 +35,7 @@ class DeviceAuthorization:
     interval: float
     verification_uri_complete: str | None = None
     device_code: str = field(default="", repr=False)
+    code_verifier: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,16 @@ class OIDCClient:
         endpoint = self.provider.metadata.device_authorization_endpoint
         if not endpoint:
             raise ProviderError("This identity provider does not offer the device flow; use --browser.")
+        # PKCE on the device flow too: Keycloak requires it from a client whose PKCE method is S256; providers that
+        # do not use it ignore the two parameters.
+        verifier = generate_token(64)
         with self._oauth(scope=self.settings.scope) as oauth:
-            body = {"scope": self.settings.scope, **self._extra()}  # client auth adds client_id
+            body = {
+                "scope": self.settings.scope,
+                "code_challenge": create_s256_code_challenge(verifier),
+                "code_challenge_method": "S256",
+                **self._extra(),
+            }  # client auth adds client_id
             auth = oauth.client_auth(oauth.token_endpoint_auth_method)
             data = self._call("device authorization request", _post_json, oauth, endpoint, body, auth)
         for key in ("device_code", "user_code", "verification_uri"):
@@ -165,19 +175,22 @@ class OIDCClient:
             expires_at=time.time() + float(data.get("expires_in", 600)),
             interval=float(data.get("interval") or 5),
             device_code=data["device_code"],
+            code_verifier=verifier,
         )
 
     def poll_device_token(self, device: DeviceAuthorization) -> TokenSet:
         """One token request for a device code; ProviderError.error is authorization_pending, slow_down..."""
         sent_at = time.time()
+        params: dict[str, Any] = {"device_code": device.device_code, **self._extra()}
+        if device.code_verifier:
+            params["code_verifier"] = device.code_verifier
         with self._oauth() as oauth:
             response = self._call(
                 "device token request",
                 oauth.fetch_token,
                 self.provider.metadata.token_endpoint,
                 grant_type=DEVICE_CODE_GRANT,
-                device_code=device.device_code,
-                **self._extra(),
+                **params,
             )
         return self.tokens_from_response(dict(response), grant="device_code", sent_at=sent_at)
 

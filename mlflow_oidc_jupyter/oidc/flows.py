@@ -10,13 +10,16 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import requests
+
 from ..errors import LoginFailed, ProviderError
+from ..settings import DEFAULT_REDIRECT_PATH
 from .client import DeviceAuthorization, OIDCClient
 from .tokens import TokenSet
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK_PATH = "/oauth/callback"
+LOOPBACK_PATH = DEFAULT_REDIRECT_PATH
 SLOW_DOWN_STEP = 5.0  # RFC 8628 section 3.5
 
 DevicePrompt = Callable[[DeviceAuthorization], None]
@@ -66,16 +69,48 @@ def browser_login(
     open_browser: bool = True,
     timeout: float = 300.0,
     cancel: threading.Event | None = None,
+    redirect_path: str = LOOPBACK_PATH,
 ) -> TokenSet:
     """Auth code + PKCE with a one-shot redirect listener on 127.0.0.1 (RFC 8252), random port."""
-    with LoopbackRedirect() as loopback:
+    with LoopbackRedirect(redirect_path) as loopback:
         pending = client.authorization_request(loopback.redirect_uri)
         loopback.expect(pending.state)
+        check_redirect_accepted(client, pending.url, loopback.redirect_uri)
         opened = _open(pending.url) if open_browser else False
         if on_url is not None:
             on_url(pending.url, opened)
         callback_url = loopback.wait(timeout=timeout, cancel=cancel)
     return client.exchange_code(pending, callback_url)
+
+
+def check_redirect_accepted(client: OIDCClient, url: str, redirect_uri: str) -> None:
+    """Ask the provider for the authorization page first: a refused redirect URI fails now, not after a timeout.
+
+    A provider shows an unregistered redirect URI as an error page in the browser and never redirects back,
+    so without this check the listener would wait out its whole timeout. No cookies go along: nobody signs in here.
+    """
+    try:
+        response = requests.get(
+            url, allow_redirects=False, timeout=client.settings.timeout, verify=client.settings.verify
+        )
+    except requests.RequestException:
+        return  # the browser may still get through (e.g. a proxy only it knows); let the sign-in proceed
+    if response.status_code < 400:
+        return
+    parts = urlsplit(redirect_uri)
+    register = f"{parts.scheme}://{parts.hostname}{parts.path}"
+    if "redirect" in response.text.lower():
+        raise LoginFailed(
+            f"The identity provider refused the redirect URI {redirect_uri}: register {register} (any port) "
+            f"for client {client.settings.client_id}, or set redirect_path (MLFLOW_OIDC_REDIRECT_PATH, "
+            f"--redirect-path) to the loopback path it has.",
+            error="invalid_redirect_uri",
+        )
+    raise LoginFailed(
+        f"The identity provider refused the sign-in request (HTTP {response.status_code}) for client "
+        f"{client.settings.client_id} with redirect URI {redirect_uri}: check the client's settings there.",
+        error="invalid_request",
+    )
 
 
 def _open(url: str) -> bool:
@@ -89,7 +124,7 @@ class LoopbackRedirect:
     """A tiny HTTP server on 127.0.0.1:<random> that waits for the provider's redirect carrying our state."""
 
     def __init__(self, path: str = LOOPBACK_PATH) -> None:
-        self.path = path
+        self.path = path if path.startswith("/") else f"/{path}"
         self._callback: str | None = None
         self._expected_state: str | None = None
         self._received = threading.Event()

@@ -123,7 +123,14 @@ class Session(ObservableSession):
     ) -> Identity:
         """Auth code + PKCE with a loopback redirect; `on_url(url, browser_opened)` shows the URL."""
         return self._login(
-            lambda: browser_login(self.client, on_url=on_url, open_browser=open_browser, timeout=timeout, cancel=cancel)
+            lambda: browser_login(
+                self.client,
+                on_url=on_url,
+                open_browser=open_browser,
+                timeout=timeout,
+                cancel=cancel,
+                redirect_path=self.settings.redirect_path,
+            )
         )
 
     def login_client_credentials(self) -> Identity:

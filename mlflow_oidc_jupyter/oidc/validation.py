@@ -74,7 +74,8 @@ class TokenValidator:
         self, id_claims: dict[str, Any] | None, access_claims: dict[str, Any] | None, *, fallback_subject: str
     ) -> Identity:
         """Who the tokens speak for: ID token claims first, the access token for roles and for bots."""
-        roles = _roles(access_claims) or _roles(id_claims)
+        paths = self.settings.roles_claim
+        roles = _roles(access_claims, paths) or _roles(id_claims, paths)
         if id_claims:
             return Identity.from_claims(self.provider.issuer, id_claims, roles)
         if access_claims:
@@ -94,15 +95,16 @@ def _looks_like_jws(token: str) -> bool:
     return isinstance(header, dict) and "alg" in header
 
 
-def _roles(claims: dict[str, Any] | None) -> tuple[str, ...]:
-    if not claims:
-        return ()
-    roles = claims.get("roles")
-    if roles is None and isinstance(claims.get("realm_access"), dict):
-        roles = claims["realm_access"].get("roles")  # Keycloak
-    if isinstance(roles, str):
-        roles = roles.split()
-    return tuple(str(r) for r in roles) if isinstance(roles, list | tuple) else ()
+def _roles(claims: dict[str, Any] | None, paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The roles at every dotted claim path, merged in order without duplicates (as the gate reads them)."""
+    found: list[str] = []
+    for dotted in paths:
+        value: Any = claims
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        values = value.split() if isinstance(value, str) else value if isinstance(value, list | tuple) else []
+        found.extend(str(v) for v in values if isinstance(v, str) and v not in found)
+    return tuple(found)
 
 
 def _describe(exc: JoseError) -> str:

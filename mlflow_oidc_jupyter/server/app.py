@@ -64,6 +64,13 @@ class MLflowOIDC(ExtensionApp):
     request_timeout = Float(
         3600.0, help="Seconds one proxied request may take in total (large artifacts take long)."
     ).tag(config=True)
+    post_logout_redirect_uri = Unicode(
+        None,
+        allow_none=True,
+        help="Where the identity provider sends the browser back after sign-out (RP-initiated logout). Register "
+        "it at the provider (Keycloak: the client's 'Valid post logout redirect URIs'), or the provider shows an "
+        "error page and its session stays signed in. Default: <this server>/<base_url>/mlflow/oauth/logout.",
+    ).tag(config=True)
     kernel_broker = Bool(
         True,
         help="Let kernels started by this server use its session (no second sign-in; one party refreshes).",

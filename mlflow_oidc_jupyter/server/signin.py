@@ -174,7 +174,7 @@ class LogoutHandler(_SignInHandler):
             session.logout()
             self.redirect(self.ext.hub_path("logout"))  # the hub ends the session for the UI and every kernel
             return
-        back = self.origin() + self.ext.public_path("oauth", "logout")
+        back = self.ext.post_logout_redirect_uri or self.origin() + self.ext.public_path("oauth", "logout")
         try:
             end_session_url = await asyncio.to_thread(session.logout, post_logout_redirect_uri=back)
         except OIDCError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.metadata
 import logging
 import signal
@@ -127,6 +128,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--leeway", type=int, default=30, help="clock skew allowed for exp/nbf/iat (seconds)")
     p.add_argument("--jwks-min-refetch", type=float, default=10.0, help="min seconds between unknown-kid refetches")
     p.add_argument("--ca-file", help="CA bundle for the issuer's discovery and JWKS over HTTPS (default: system CAs)")
+    p.add_argument(
+        "--roles-claim",
+        action="append",
+        help="dotted claim path of the roles (repeatable), e.g. resource_access.mlflow.roles; replaces the policy's",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -150,6 +156,9 @@ def _warn_if_mlflow_differs(policy: Policy) -> None:
 async def serve(args: argparse.Namespace) -> None:
     policy = Policy.load(args.policy, args.static_prefix)
     _warn_if_mlflow_differs(policy)
+    if args.roles_claim:
+        # One roles-claim setting for the gate and the clients: the stack passes the same paths to both.
+        policy = dataclasses.replace(policy, roles_claims=tuple(args.roles_claim))
     keys = JwksCache(args.issuer, args.jwks_uri, args.jwks_min_refetch, ca_file=args.ca_file)
     validator = TokenValidator(keys, args.audience, args.leeway)
     server = make_app(validator, policy).listen(args.port, address=args.host, xheaders=False)
