@@ -78,8 +78,14 @@ class ProxyHandler(MLflowHandler):
                 return  # Jupyter itself sent the browser to its login page (or refused), as for every handler
             # Handlers without @web.authenticated are public since jupyter_server 2.13; the upstream request
             # starts here, before any method runs, so the method decorators alone would come too late.
-            if self.request.method in ("GET", "HEAD"):
-                self.redirect(self.get_login_url() + "?next=" + quote(self.request.uri or "/", safe=""))
+            # A browser's fetch or worker script cannot sign in: answer it, never send it through the login. Under
+            # JupyterHub that round trip renews the _xsrf cookie, and the UI's other fetches then fail its check.
+            fetch_mode = self.request.headers.get("Sec-Fetch-Mode", "navigate")
+            if self.request.method in ("GET", "HEAD") and fetch_mode == "navigate":
+                login = self.get_login_url()
+                # As tornado's @authenticated: a login URL with a query carries the way back itself (JupyterHub's
+                # OAuth URL keeps it in its state); appending ?next= would corrupt that state.
+                self.redirect(login if "?" in login else login + "?next=" + quote(self.request.uri or "/", safe=""))
                 return
             raise web.HTTPError(403)
         self._reject_cross_site()

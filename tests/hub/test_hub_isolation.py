@@ -166,3 +166,6 @@ def test_hub_logout_ends_mlflow_access(hub_stack, hub_users, credentials):
 
     sign_in_again(bob, hub_stack)  # and back: the next sign-in at the hub brings MLflow back
     assert requests.get(endpoint, headers=own_token, timeout=30).status_code == 200
+    # Straight to the UI: his server's own cookie went with the logout, so this passes the hub's OAuth first.
+    bob.page.goto(bob.ui_url + "#/experiments")
+    bob.page.get_by_role("heading", name="Experiments").wait_for(timeout=60_000)

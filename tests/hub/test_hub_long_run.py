@@ -86,11 +86,13 @@ def test_two_users_log_for_two_minutes_on_5s_tokens_across_a_hub_restart(hub_sta
 
     # Each opens the MLflow UI in their server (no second sign-in) and finds their experiment.
     for name, user in hub_users.items():
-        user.page.goto(f"{user.ui_url}#/experiments")
+        page = user.context.new_page()  # a fresh load: an open MLflow UI would show the list it fetched before
         try:
-            user.page.get_by_text(f"hub-{name}", exact=True).wait_for(timeout=60_000)
+            page.goto(f"{user.ui_url}#/experiments")
+            page.get_by_text(f"hub-{name}", exact=True).wait_for(timeout=60_000)
         finally:
-            user.page.screenshot(path=artifacts_dir / f"hub-{name}-mlflow-ui.png")
+            page.screenshot(path=artifacts_dir / f"hub-{name}-mlflow-ui.png")
+            page.close()
 
 
 def _hub_refreshes(hub_stack, name: str) -> int:

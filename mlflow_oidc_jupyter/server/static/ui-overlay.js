@@ -120,9 +120,17 @@
     }
   }
 
+  // JupyterHub's single-user servers honour a cookie on a fetch (not a page load) only with the XSRF token.
+  function xsrfToken() {
+    var match = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
+    return match ? decodeURIComponent(match[1]) : '';
+  }
+
   function getStatus(query) {
     return originalFetch(base + 'oauth/status' + (query || ''), {
-      headers: { Accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store'
+      headers: { Accept: 'application/json', 'X-XSRFToken': xsrfToken() },
+      credentials: 'same-origin',
+      cache: 'no-store'
     }).then(function (response) {
       if (!response.ok) {
         throw new Error('HTTP ' + response.status);
