@@ -141,7 +141,7 @@ class MLflowOIDC(ExtensionApp):
         p = self.prefix
         # JupyterLab's page config: the labextension finds the UI (and our routes) under the configured prefix.
         assert self.serverapp is not None
-        self.serverapp.web_app.settings.setdefault("page_config_data", {})["mlflowOidcPrefix"] = p
+        self.serverapp.web_app.settings.setdefault("page_config_data", {})[PAGE_CONFIG_PREFIX] = p
         context: dict[str, Any] = {"ext": self}
         self.handlers.extend(
             [
@@ -157,8 +157,6 @@ class MLflowOIDC(ExtensionApp):
         )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        # JupyterLab's launcher card reads where the UI is (the prefix is a setting) from the page config.
-        serverapp.web_app.settings.setdefault("page_config_data", {})[PAGE_CONFIG_PREFIX] = self.prefix
         if self.session is None:
             return
         # The port is bound now (at load time it may still change), and no kernel has started yet.
