@@ -61,7 +61,7 @@ def main() -> int:
         bases = {"direct": endpoints["mlflow_upstream"], "nginx + gate": endpoints["mlflow_url"]}
 
         rows, cpu_rows = [], []
-        with PeakRSS({"nginx": pids["nginx"], "gate": pids["gate"]}) as rss:
+        with PeakRSS(pids) as rss:
             for mib in args.sizes:
                 expected = Payload.sha256(mib)
                 cpu: dict[tuple[str, str, str], list[float]] = {}
@@ -130,7 +130,8 @@ def main() -> int:
     print(
         f"\nPeak RSS growth over all transfers: nginx {rss.growth('nginx'):+.1f} MiB "
         f"(from {rss.before['nginx']:.0f}), gate {rss.growth('gate'):+.1f} MiB (from {rss.before['gate']:.0f}); "
-        "every download byte-identical unless a cell says otherwise.\n"
+        "every download byte-identical unless a cell says otherwise; MLflow (server and workers) "
+        f"{rss.growth('mlflow'):+.0f} MiB.\n"
     )
     print(table(("small calls", "calls/s", "p50 ms", "p99 ms"), small_rows))
     print(f"\nratio proxy/direct, small calls (p50 latency direct/proxy): {direct_p50 / proxy_p50:.2f}x")
