@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import os
 import platform
 import statistics
@@ -266,9 +267,18 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def fmt(value: float | None, digits: int = 0, problem: str | None = None) -> str:
+    """The value, or what went wrong; a problem in some rounds shows beside the median of the others."""
     if value is None:
         return problem or "failed"
-    return f"{value:.{digits}f}"
+    return f"{value:.{digits}f}" + (f" (some rounds: {problem})" if problem else "")
+
+
+_names = itertools.count()
+
+
+def unique_name(stem: str) -> str:
+    """An artifact name never used before in this run: replacing an artifact is a different (Admin) operation."""
+    return f"{stem}-{os.getpid()}-{next(_names)}.bin"
 
 
 def machine() -> str:

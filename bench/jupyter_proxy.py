@@ -38,6 +38,7 @@ from benchlib import (
     ratio,
     rss_mib,
     table,
+    unique_name,
     upload,
 )
 
@@ -131,7 +132,7 @@ def main() -> int:
                 expected = Payload.sha256(mib)
 
                 def measure(path: str, mib: int = mib, expected: str = expected) -> tuple[Transfer, Transfer, float]:
-                    url = artifact_url(bases[path], f"{mib}-{path[:4]}.bin")
+                    url = artifact_url(bases[path], unique_name(f"{mib}-{path[:4]}"))
                     server = by_path.get(path)
                     pids = {"server": server.proc.pid} if server and server.proc else {}
                     with PeakRSS(pids) as rss:

@@ -32,6 +32,7 @@ from benchlib import (
     percentile,
     ratio,
     table,
+    unique_name,
     upload,
 )
 
@@ -67,7 +68,7 @@ def main() -> int:
                 cpu: dict[tuple[str, str, str], list[float]] = {}
 
                 def measure(path: str, mib: int = mib, expected: str = expected, cpu: dict = cpu) -> tuple:
-                    url = artifact_url(bases[path], f"{mib}-{path.split()[0]}.bin")
+                    url = artifact_url(bases[path], unique_name(f"{mib}-{path.split()[0]}"))
                     results = []
                     for way in ("up", "down"):
                         before = {n: cpu_seconds(pid) for n, pid in pids.items()}
@@ -86,11 +87,12 @@ def main() -> int:
                 runs = interleaved(args.rounds, PATHS, measure)
                 up = {path: median([t[0].mib_s for t in runs[path]]) for path in PATHS}
                 down = {path: median([t[1].mib_s for t in runs[path]]) for path in PATHS}
-                problems = {path: _problems(runs[path]) for path in PATHS}
                 for path in PATHS:
-                    rows.append(
-                        (mib, path, fmt(up[path], problem=problems[path]), fmt(down[path], problem=problems[path]))
+                    cells = (
+                        fmt(up[path], problem=_problems(runs[path], 0)),
+                        fmt(down[path], problem=_problems(runs[path], 1)),
                     )
+                    rows.append((mib, path, *cells))
                 rows.append(
                     (
                         mib,
@@ -138,8 +140,9 @@ def main() -> int:
     return 0
 
 
-def _problems(results: list[tuple[Transfer, Transfer]]) -> str | None:
-    found = sorted({t.problem for pair in results for t in pair if t.problem})
+def _problems(results: list[tuple[Transfer, Transfer]], way: int) -> str | None:
+    """What went wrong in any round, one way (0 up, 1 down); never hidden behind the other rounds' median."""
+    found = sorted({pair[way].problem for pair in results if pair[way].problem})  # type: ignore[misc]
     return ", ".join(found) or None
 
 
