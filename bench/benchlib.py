@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,12 +46,14 @@ def local_stack(env: dict[str, str] | None = None, prefix: str = "bench-stack-")
     MLflow listens on a loopback port (STACK_MLFLOW_TCP), not only on its socket, so "direct" can be measured.
     """
     env = {"STACK_MLFLOW_TCP": "1", **(env or {})}
-    stack = LocalStack(Path(tempfile.mkdtemp(prefix=prefix)), env=env, log=lambda _m: None)
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    stack = LocalStack(folder, env=env, log=lambda _m: None)
     try:
         endpoints = stack.up(free_ports=True)
         yield stack, endpoints
     finally:
         stack.down()
+        shutil.rmtree(folder, ignore_errors=True)  # gigabytes of artifacts
 
 
 def bot_token(endpoints: dict) -> str:
