@@ -142,6 +142,14 @@ def chromium(playwright) -> Iterator:
         browser.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_experiment_left_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mlflow.set_experiment` exports MLFLOW_EXPERIMENT_ID/NAME: without this, a later test's subprocess (a benchmark
+    on its own stack) inherits an experiment id its tracking server never had."""
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def artifacts_dir() -> Path:
     """Where tests leave screenshots and other artifacts for people to look at."""
