@@ -392,8 +392,10 @@ def test_a_tracking_server_whose_clock_is_2s_behind_gets_every_step_and_few_extr
     assert_nothing_lost(loop)
     assert server.refused > 0, "the server really refused young tokens"
     ideal = duration / (0.75 * ACCESS_TTL)
-    extra_per_minute = (made - ideal) * 60 / duration
-    assert extra_per_minute <= 3, f"{made} refreshes in {duration:.0f} s (ideal {ideal:.1f})"
+    # Beyond the scheduled refreshes: one for where the window cuts a token's life, and the forced-refresh budget of
+    # one per 20 s (3 a minute). Over a 20 s window a per-minute ratio alone swung with one refresh more or less.
+    allowed = 1 + duration / 20
+    assert made - ideal <= allowed, f"{made} refreshes in {duration:.0f} s (ideal {ideal:.1f}, allowed +{allowed:.1f})"
     figures.update(clock_behind_s=2.0, duration_s=round(duration, 1), refreshes=made, ideal=round(ideal, 1),
                    refused=server.refused, steps=len(loop.steps), lost=0,
                    longest_step_s=round(loop.longest_step(0, time.time()), 1))  # fmt: skip
