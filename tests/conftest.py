@@ -41,6 +41,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         slow = item.get_closest_marker("slow") or item.get_closest_marker("browser")
         if slow or STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
+        if "keycloak" in getattr(item, "fixturenames", ()):
+            # Whichever test comes first waits for the session's Keycloak start too (minutes under load).
+            item.add_marker(pytest.mark.timeout(FIRST_START_TIMEOUT))
 
 
 class Stack:
@@ -183,3 +186,8 @@ def kernel_env(stack, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> P
     monkeypatch.setenv("MLFLOW_OIDC_CLIENT_ID", stack.endpoints["clients"]["jupyter"]["client_id"])
     monkeypatch.setenv("MLFLOW_OIDC_AUDIENCE", stack.endpoints["audience"])
     return isolated_home / ".cache" / "mlflow-oidc"
+
+
+# The session's one Keycloak stack, shared by every folder (tests/keycloak, tests/oidc_auth, ...): defined here, at
+# the root, so that pytest holds ONE fixture definition and starts Keycloak once per session.
+from .support.keycloak import FIRST_START_TIMEOUT, keycloak, realm_settings  # noqa: E402, F401
