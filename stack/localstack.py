@@ -47,8 +47,9 @@ ALL_COMPONENTS = keycloak_stack.COMPONENTS + hubstack.COMPONENTS + ("mlflow-oidc
 REMEMBERED_ENV_PREFIXES = ("IDP_", "STACK_GATE_", "STACK_MLFLOW_", "JAVA_OPTS_KC_")
 DEFAULT_PORTS.update(hubstack.DEFAULT_PORTS)
 PORT_ENV.update({name: f"STACK_{name.upper().replace('-', '_')}_PORT" for name in hubstack.PORTS})
-#: The server sides `up --server` offers: our gate in front of MLflow, or mlflow-oidc-auth validating tokens itself.
-SERVERS = {"gate": COMPONENTS, "mlflow-oidc-auth": ("idp", "mlflow-oidc-auth")}
+#: The server sides `up --server` offers: our gate in front of MLflow, or mlflow-oidc-auth validating tokens itself
+#: (with any of the IDPS: `_base_components` puts it after the provider's own components).
+SERVERS = ("gate", "mlflow-oidc-auth")
 DEFAULT_PORTS["mlflow-oidc-auth"] = 5002
 PORT_ENV["mlflow-oidc-auth"] = "STACK_MLFLOW_OIDC_AUTH_PORT"
 # It imports MLflow's whole server twice (the CLI, then uvicorn): slow on a busy machine.
@@ -224,7 +225,7 @@ class LocalStack:
             # No proxy in front: the tracking URI is mlflow-oidc-auth itself, which validates the bearer tokens.
             return {
                 "issuer": issuer,
-                "audience": AUDIENCE,
+                "audience": external.audience if external else AUDIENCE,
                 "server": self.server,
                 "mlflow_url": f"http://{HOST}:{ports['mlflow-oidc-auth']}",
                 "users": users,
@@ -263,20 +264,6 @@ class LocalStack:
             "clients": clients,
         }
         write_private(self.layout.idp_config, json.dumps(idp_config, indent=2))
-        if self.server == "mlflow-oidc-auth":
-            # No proxy in front: the tracking URI is mlflow-oidc-auth itself, which validates the bearer tokens.
-            return {
-                "issuer": issuer,
-                "audience": AUDIENCE,
-                "server": self.server,
-                "mlflow_url": f"http://{HOST}:{ports['mlflow-oidc-auth']}",
-                "users": {name: {"password": u["password"], "roles": u["roles"]} for name, u in DEMO_USERS.items()},
-                "clients": {
-                    n: {k: v for k, v in c.items() if k in ("client_id", "client_secret")} for n, c in clients.items()
-                },
-                "ports": ports,
-                "run_dir": str(self.layout.run_dir),
-            }
 
     def _render_and_describe(self, ports: dict[str, int], issuer: str, users: dict, clients: dict) -> dict:
         mlflow_tcp = f"{HOST}:{ports['mlflow']}"
@@ -356,8 +343,12 @@ class LocalStack:
         if name == "mlflow-oidc-auth":
             folder = run / "mlflow-oidc-auth"
             folder.mkdir(exist_ok=True)
+            # An existing provider (`--issuer`) is taken to be a Keycloak realm like ours (docs/servers.md).
+            provider = "local" if self.idp == "local" else "keycloak"
+            client_id = endpoints["clients"]["jupyter"]["client_id"]
+            secret_key = self._secrets()["mlflow-oidc-auth"]
             env.update(
-                oidc_auth.settings(issuer, AUDIENCE, "jupyter", folder, secret_key=self._secrets()["mlflow-oidc-auth"])
+                oidc_auth.settings(provider, issuer, endpoints["audience"], client_id, folder, secret_key=secret_key)
             )
             return oidc_auth.command(self._oidc_auth_venv(), HOST, ports[name], folder), env
         raise StackError(f"unknown component {name!r}; components are {', '.join(self._components())}")
@@ -452,8 +443,6 @@ class LocalStack:
             _ensure_idp_installed()
         if jupyterhub and self.server != "gate":
             raise StackError("--jupyterhub runs with the gate only (not with --server mlflow-oidc-auth)")
-        if idp != "local" and self.server != "gate":
-            raise StackError("--server mlflow-oidc-auth runs with the local IdP only: leave out --idp/--issuer")
         if jupyterhub:
             hubstack.ensure_proxy_installed()
         if self.server == "mlflow-oidc-auth":
@@ -466,13 +455,15 @@ class LocalStack:
         try:
             endpoints = self._write_config(self._ports(free_ports, ports or {}, jupyterhub), external, roles_claim)
             began = time.monotonic()  # not counting a first Keycloak install (download and build, once)
-            if self.server == "mlflow-oidc-auth":
-                launched = {name: self._launch(name, endpoints) for name in ("mlflow-oidc-auth", "idp")}
-                for name in ("idp", "mlflow-oidc-auth"):
-                    timings[name] = self._wait_healthy(name, launched[name], endpoints)
-                return self._finish_up(endpoints, began, timings)
             if self.idp == "keycloak":
                 timings["postgres"] = self._wait_healthy("postgres", self._launch("postgres", endpoints), endpoints)
+            if self.server == "mlflow-oidc-auth":
+                # It fetches the provider's metadata on first use, not at start: both start at once.
+                starting = [name for name in ("mlflow-oidc-auth", "idp") if name in self._base_components()]
+                launched = {name: self._launch(name, endpoints) for name in starting}
+                for name in reversed(starting):
+                    timings[name] = self._wait_healthy(name, launched[name], endpoints)
+                return self._finish_up(endpoints, began, timings)
             # MLflow is the slowest starter: launch it alongside the IdP, then wait in dependency order.
             starting = [name for name in ("mlflow", "idp") if name in COMPONENTS_OF[self.idp]]
             launched = {name: self._launch(name, endpoints) for name in starting}
@@ -537,7 +528,10 @@ class LocalStack:
 
     def _base_components(self) -> tuple[str, ...]:
         """The components of this server side and identity provider, without the hub's."""
-        return SERVERS[self.server] if self.server != "gate" else COMPONENTS_OF[self.idp]
+        if self.server == "gate":
+            return COMPONENTS_OF[self.idp]
+        # mlflow-oidc-auth after the provider's own parts: the IdP (and Keycloak's PostgreSQL), none for `--issuer`.
+        return tuple(name for name in COMPONENTS_OF[self.idp] if name in ("postgres", "idp")) + ("mlflow-oidc-auth",)
 
     def status(self) -> list[tuple[str, str, dict | None]]:
         components = self._read_state()["components"]
@@ -598,7 +592,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=SERVERS,
         default="gate",
         help="the server side: our gate + nginx in front of MLflow (default), or mlflow-oidc-auth "
-        "(`mlflow server --app-name oidc-auth` in its own Python 3.12 venv, see docs/servers.md)",
+        "(`mlflow server --app-name oidc-auth` in its own Python 3.12 venv, configured for the local IdP, "
+        "--idp keycloak or --issuer; see docs/servers.md)",
     )
     up.add_argument(
         "--idp", choices=("local", "keycloak"), default="local",

@@ -116,39 +116,55 @@ def _run(argv: list[str]) -> None:
         )
 
 
+#: The identity providers the stack configures it for: our small local one, and Keycloak (realm `mlflow`, also an
+#: existing one given with `--issuer`). docs/servers.md's table lists exactly `provider_settings` for each; a test
+#: (tests/oidc_auth/test_servers_doc.py) keeps the two equal.
+PROVIDERS = ("local", "keycloak")
+#: Its own browser login reads the roles from the ID token: the local provider puts them there for its `roles`
+#: scope; Keycloak adds the client's default scopes unasked, and its realm's mapper decides (docs/servers.md).
+_SCOPE = {"local": "openid profile email roles", "keycloak": "openid profile email"}
+
+
+def provider_settings(provider: str, issuer: str, audience: str, client_id: str) -> dict[str, str]:
+    """What depends on the identity provider: where it is, which claims name the user and carry the roles.
+
+    Both providers put a flat `roles` claim (Admin/Default) and `preferred_username` in the access token: the local
+    one natively, Keycloak through realm `mlflow`'s "realm roles as roles" mapper. Scripts and our Jupyter proxy send
+    bearer tokens, so users are provisioned from the token's claims on first use, never only at a browser login.
+    """
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+    return {
+        "OIDC_DISCOVERY_URL": f"{issuer}/.well-known/openid-configuration",
+        "OIDC_ISSUER": issuer,
+        "OIDC_AUDIENCE": audience,
+        "OIDC_USERNAME_FIELD": "preferred_username",
+        "OIDC_GROUPS_ATTRIBUTE": "roles",
+        "OIDC_GROUP_NAME": "Default",
+        "OIDC_ADMIN_GROUP_NAME": "Admin",
+        "OIDC_PROVISION_ON_BEARER_AUTH": "true",
+        # The IdP, not the user, decides the roles claim of an audience-restricted token: it may make an admin.
+        "OIDC_TRUST_BEARER_GROUP_CLAIMS": "true",
+        # Its own browser sign-in (/login) as a public client with PKCE; bearer tokens need no client at all.
+        "OIDC_CLIENT_ID": client_id,
+        "OIDC_PUBLIC_CLIENT": "true",
+        "OIDC_SCOPE": _SCOPE[provider],
+    }
+
+
 def settings(
+    provider: str,
     issuer: str,
     audience: str,
     client_id: str,
     run_dir: Path,
     *,
     secret_key: str,
-    username_claim: str = "preferred_username",
-    groups_claim: str = "roles",
-    user_groups: str = "Default",
-    admin_groups: str = "Admin",
     trusted_proxies: str = "127.0.0.1",
 ) -> dict[str, str]:
-    """The environment mlflow-oidc-auth reads, for tokens carrying `username_claim` and `groups_claim`.
-
-    Defaults fit the local provider (roles Admin/Default in the access token). Scripts and our Jupyter proxy send
-    bearer tokens, so users are provisioned from the token's claims on first use, never only at a browser login.
-    """
+    """The environment mlflow-oidc-auth reads in the local stack: the provider's settings, then the deployment's."""
     return {
-        "OIDC_DISCOVERY_URL": f"{issuer}/.well-known/openid-configuration",
-        "OIDC_ISSUER": issuer,
-        "OIDC_AUDIENCE": audience,
-        # Its own browser sign-in (/login) as a public client with PKCE; bearer tokens need no client at all.
-        "OIDC_CLIENT_ID": client_id,
-        "OIDC_PUBLIC_CLIENT": "true",
-        "OIDC_SCOPE": "openid profile email roles",
-        "OIDC_USERNAME_FIELD": username_claim,
-        "OIDC_GROUPS_ATTRIBUTE": groups_claim,
-        "OIDC_GROUP_NAME": user_groups,
-        "OIDC_ADMIN_GROUP_NAME": admin_groups,
-        "OIDC_PROVISION_ON_BEARER_AUTH": "true",
-        # The IdP, not the user, decides the roles claim of an audience-restricted token: it may make an admin.
-        "OIDC_TRUST_BEARER_GROUP_CLAIMS": "true",
+        **provider_settings(provider, issuer, audience, client_id),
         "OIDC_USERS_DB_URI": f"sqlite:///{run_dir / 'oidc-auth-users.db'}",
         "SECRET_KEY": secret_key,
         # Only these may set X-Forwarded-Prefix (our Jupyter proxy on this host): its links then carry /mlflow/.
