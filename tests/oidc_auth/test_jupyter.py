@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from ..server.kernels import run_in_kernel
+from .conftest import sign_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -30,7 +31,7 @@ print("RUN", experiment.experiment_id, run.info.run_id, mlflow.get_run(run.info.
 def alice_lab(start_jupyter, oidc_auth):
     """A Jupyter server whose /mlflow/ is mlflow-oidc-auth, signed in as alice through the IdP's login page."""
     server = start_jupyter(on=oidc_auth)
-    server.sign_in(oidc_auth, "alice")
+    sign_in(server, oidc_auth, "alice")
     return server
 
 
@@ -63,8 +64,9 @@ def test_the_ui_shows_the_added_menu_and_its_admin_ui_under_mlflow(
         page.goto(f"{alice_lab.ui_url}?token={alice_lab.token}#/experiments")
         page.get_by_text(kernel_run["name"], exact=True).wait_for(timeout=60_000)
         menu = page.locator("[data-mlflow-oidc-injected] a")
-        menu.filter(has_text="Alice Admin").wait_for(timeout=30_000)  # its menu asks the server who we are
-        page.screenshot(path=artifacts_dir / "oidc-auth-ui-menu.png")
+        # Its menu asks the server who we are: the provider's display name of the signed-in user.
+        menu.filter(has_text=oidc_auth.display_name("alice")).wait_for(timeout=30_000)
+        page.screenshot(path=artifacts_dir / f"oidc-auth-{oidc_auth.provider}-ui-menu.png")
         permissions = menu.filter(has_text="Permissions")
         assert permissions.get_attribute("href") == alice_lab.base_url + "mlflow/oidc/ui/user"
 
@@ -74,6 +76,6 @@ def test_the_ui_shows_the_added_menu_and_its_admin_ui_under_mlflow(
         assert page.url.startswith(alice_lab.ui_url + "oidc/ui/")
         page.locator(f'a[href="{alice_lab.base_url}mlflow/oidc/ui/user/experiments"]').click()
         page.get_by_text(kernel_run["name"]).first.wait_for(timeout=30_000)
-        page.screenshot(path=artifacts_dir / "oidc-auth-admin-ui.png")
+        page.screenshot(path=artifacts_dir / f"oidc-auth-{oidc_auth.provider}-admin-ui.png")
     finally:
         context.close()

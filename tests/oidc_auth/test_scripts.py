@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -45,14 +46,20 @@ def run_and_read(terminal, tmp_path, call: str) -> str:
     return result.stdout + result.stderr
 
 
-def test_cli_login_then_a_plain_script_logs_as_the_user_the_server_knows(terminal, tmp_path):
+def test_cli_login_then_a_plain_script_logs_as_the_user_the_server_knows(terminal, oidc_auth, tmp_path):
     shown = terminal.login("bob")
     script = tmp_path / "train.py"
     script.write_text(TRAIN.replace("sys.argv[1]", repr(f"bob-{uuid.uuid4().hex[:8]}")))
 
     result = terminal.python(script)
 
-    assert "bob (roles: Default)" in shown
+    # Who our client says is signed in: the provider's user, with the provider's roles.
+    signed_in = re.search(r"Signed in to (\S+) as (\S+) \(roles: ([^)]*)\)", shown)
+    assert signed_in, shown
+    assert signed_in.groups()[:2] == (oidc_auth.issuer, "bob"), shown
+    assert "Default" in signed_in.group(3).split(", ") and "Admin" not in signed_in.group(3), shown
+    if oidc_auth.keycloak is not None:  # the realm's own record of that user
+        assert oidc_auth.keycloak.admin.user("bob")["username"] == signed_in.group(2)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["user"] == "bob" and out["loss"] == pytest.approx(1 / 3)
@@ -84,13 +91,14 @@ def test_a_user_the_server_turned_away_is_told_so_not_to_sign_in_again(oidc_auth
         MLFLOW_OIDC_CLIENT_ID="ci-bot",
         MLFLOW_OIDC_CLIENT_SECRET=oidc_auth.endpoints["clients"]["ci-bot"]["client_secret"],
     )
+    name = oidc_auth.service_account("ci-bot")
     assert bot.cli("login", "--client-credentials").returncode == 0
-    assert bot.api("GET", "/api/2.0/mlflow/users/current").json()["username"] == "ci-bot"  # provisioned from its token
+    assert bot.api("GET", "/api/2.0/mlflow/users/current").json()["username"] == name  # provisioned from its token
     # An admin deactivates the bot's account in mlflow-oidc-auth; its tokens stay valid at the provider.
-    off = alice.api("PATCH", "/api/2.0/mlflow/users/ci-bot/active", json={"active": False})
+    off = alice.api("PATCH", f"/api/2.0/mlflow/users/{name}/active", json={"active": False})
     assert off.status_code == 200, off.text
 
     said = run_and_read(bot, tmp_path, "mlflow.search_experiments()")
 
-    assert "Authentication required" in said and "ci-bot" in said, said[-3000:]
+    assert "Authentication required" in said and name in said, said[-3000:]
     assert "INTERNAL_ERROR" not in said and "mlflow-oidc login" not in said
