@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,8 +23,9 @@ logger = logging.getLogger(__name__)
 _BODY_POS = "_mlflow_oidc_body_pos"
 
 
+@functools.lru_cache(maxsize=256)
 def origin(url: str) -> str | None:
-    """scheme://host:port with the default port made explicit; None for non-HTTP URIs."""
+    """scheme://host:port with the default port made explicit; None for non-HTTP URIs (cached: per request)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
@@ -40,6 +42,20 @@ def tracking_origins(session: DefaultSession | None = None) -> set[str]:
     if session is not None:
         uris.append(session.settings.tracking_uri)
     return {o for o in (origin(u) for u in uris if u) if o}
+
+
+def may_receive_token(url: str, session: DefaultSession) -> bool:
+    """Whether `url` is on one of the `tracking_origins`; the tracking URIs are checked first, since MLflow's
+    registry URI costs a failed `import pyspark` (a search of sys.path) on every call and is rarely elsewhere."""
+    import mlflow
+
+    target = origin(url)
+    if target is None:
+        return False
+    for uri in (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI"), session.settings.tracking_uri):
+        if uri and origin(uri) == target:
+            return True
+    return target in tracking_origins(session)
 
 
 class OIDCBearerAuth(requests.auth.AuthBase):
@@ -59,7 +75,7 @@ class OIDCBearerAuth(requests.auth.AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         session = self.session()
-        if origin(request.url or "") not in tracking_origins(session):
+        if not may_receive_token(request.url or "", session):
             return request  # never send the token anywhere else (presigned storage URLs, redirects...)
         request.headers["Authorization"] = f"Bearer {session.access_token()}"
         body: Any = request.body
@@ -137,6 +153,8 @@ def _explain_refusal(response: requests.Response, session: DefaultSession, *, re
     """Make what MLflow would report as 'not valid JSON', INTERNAL_ERROR or a bare 401/403 name the server's
     reason and who can fix it: refusals become MLflow-shaped errors (UNAUTHENTICATED, PERMISSION_DENIED)."""
     status = response.status_code
+    if status == 200 and not _is_html(response):
+        return  # the common case, decided without parsing anything
     server = origin(response.url) or response.url
     user = session.identity.username if session.identity else "you"
     if response.is_redirect:
