@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import os
 import platform
+import random
 import shutil
 import statistics
 import sys
@@ -171,6 +172,13 @@ def median(values: Sequence[float | None]) -> float | None:
     """The median of the values that exist; None when none does (every attempt failed)."""
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
+
+
+def median_interval(values: Sequence[float], draws: int = 2000) -> tuple[float, float]:
+    """A 95% bootstrap interval of the median: how far another run's median may land from this one's."""
+    rng = random.Random(16)  # noqa: S311 - resampling, not secrecy; seeded: the same data, the same interval
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
