@@ -52,7 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     stack = LocalStack(DEFAULT_RUN_DIR)
     if args.jupyterhub:
-        return _run(stack, lambda: _hub_demo(stack))
+        return _run(stack, lambda: _hub_demo(stack, args.idp))
     jupyters: list[JupyterProcess] = []
     return _run(stack, lambda: _lab_demo(stack, args.jupyter_port, args.idp, jupyters), jupyters)
 
@@ -81,9 +81,9 @@ def _lab_demo(stack: LocalStack, port: int, idp: str, started: list[JupyterProce
     return jupyter
 
 
-def _hub_demo(stack: LocalStack) -> None:
+def _hub_demo(stack: LocalStack, idp: str) -> None:
     """The stack with JupyterHub: people sign in at the hub; MLflow works in their servers with no second sign-in."""
-    endpoints = stack.up(jupyterhub=True)
+    endpoints = stack.up(jupyterhub=True, idp=idp)
     hub = endpoints["jupyterhub_url"]
     print(
         "\nmlflow-oidc-jupyter demo with JupyterHub is running "
@@ -93,7 +93,8 @@ def _hub_demo(stack: LocalStack) -> None:
         f"  MLflow tracking: {endpoints['mlflow_url']}  (identity-aware proxy: bearer token required)\n"
         f"  OpenID Provider: {endpoints['issuer']}\n"
         f"  Demo logins:\n{_logins(endpoints)}\n\n"
-        f"  In a notebook:   import mlflow; mlflow.log_metric('x', 1)   (no %mlflow_login needed)\n\n"
+        f"  In a notebook:   import mlflow; mlflow.log_metric('x', 1)   (no %mlflow_login needed)\n"
+        f'  In a terminal:   .venv/bin/mlflow-oidc login  after  eval "$(stack/run env)"  (device flow)\n\n'
         f"  Logs: {stack.layout.run_dir / 'logs'}      Ctrl-C stops everything.\n",
         flush=True,
     )

@@ -74,7 +74,7 @@ class KeycloakRun:
         }
 
 
-def prepare_home(installed: Path, home: Path, env: Mapping[str, str]) -> None:
+def prepare_home(installed: Path, home: Path, env: Mapping[str, str], hub: Mapping | None = None) -> None:
     """Lay out `home` over the cached build and put the realm (plus the demo users) in data/import."""
     if not home.is_dir():
         home.mkdir(parents=True)
@@ -84,12 +84,15 @@ def prepare_home(installed: Path, home: Path, env: Mapping[str, str]) -> None:
             (home / name).symlink_to(installed / name)
     imports = home / "data" / "import"
     imports.mkdir(parents=True, exist_ok=True)
-    (imports / f"{REALM}-realm.json").write_text(json.dumps(realm_for_import(env)))
+    (imports / f"{REALM}-realm.json").write_text(json.dumps(realm_for_import(env, hub)))
 
 
-def realm_for_import(env: Mapping[str, str]) -> dict:
-    """The production realm file, plus the development overlay's demo users and any lifetime overrides."""
+def realm_for_import(env: Mapping[str, str], hub: Mapping | None = None) -> dict:
+    """The production realm file, plus the development overlay's demo users and any lifetime overrides;
+    beside a hub (`hub`: its registration, hubstack.idp_client) set up for a hub with `for_hub`."""
     realm = json.loads(REALM_FILE.read_text())
+    if hub is not None:
+        realm = for_hub(realm, hub["redirect_uris"], hub["post_logout_redirect_uris"])
     realm["users"] = [*realm.get("users", []), *json.loads(DEMO_USERS_FILE.read_text())["users"]]
     for variable, attribute in LIFETIME_ENV.items():
         if env.get(variable):
@@ -108,3 +111,27 @@ def demo_users() -> dict[str, dict]:
         roles = [r for r in user.get("realmRoles", []) if r in ("Admin", "Default")]
         users[user["username"]] = {"password": password, "roles": roles}
     return users
+
+
+def for_hub(realm: dict, redirect_uris: list[str], post_logout_redirect_uris: list[str]) -> dict:
+    """The realm as a hub deployment registers it (docs/jupyterhub.md, "Provider registration").
+
+    Client `jupyterhub`: exactly the hub's callback and sign-out return address. Client `jupyter`: no browser
+    redirect at all, device flow only: on a hub's host anyone can listen on loopback (which Keycloak lets through
+    on any port) and serve a path under the hub, so a redirect-based sign-in link could deliver someone's code to
+    another person; the device flow makes the person confirm on Keycloak's own page instead.
+    """
+    for uri in [*redirect_uris, *post_logout_redirect_uris]:
+        if "*" in uri:
+            raise ValueError(f"no wildcard redirect URIs beside a hub: {uri}")
+    realm = json.loads(json.dumps(realm))  # a copy: the caller's realm stays as it was
+    clients = {client["clientId"]: client for client in realm["clients"]}
+    hub = clients["jupyterhub"]
+    hub["redirectUris"] = list(redirect_uris)
+    hub["attributes"]["post.logout.redirect.uris"] = "##".join(post_logout_redirect_uris)
+    jupyter = clients["jupyter"]
+    jupyter["standardFlowEnabled"] = False
+    jupyter["redirectUris"] = []
+    jupyter["webOrigins"] = []
+    jupyter["attributes"].pop("post.logout.redirect.uris", None)
+    return realm

@@ -58,12 +58,15 @@ class KeycloakFlavour:
     def issuer(self) -> str:
         return self.keycloak.issuer
 
-    def prepare(self, env: Mapping[str, str], say: Callable[[str], None]) -> None:
-        """Install Keycloak (cached), lay out its home and the database cluster in the run folder."""
+    def prepare(self, env: Mapping[str, str], say: Callable[[str], None], hub: Mapping | None = None) -> None:
+        """Install Keycloak (cached), lay out its home and the database cluster in the run folder.
+
+        `hub`: the JupyterHub's registration (hubstack.idp_client) when the stack runs one.
+        """
         installed = keycloak_dist.install(say=say)
         keycloak_dist.find_java_home()  # fail before anything starts when Java went missing since the install
         postgres.prepare(self.run_dir / "postgres", self.ports["postgres"])
-        keycloak_idp.prepare_home(installed, self.run_dir / "keycloak", env)
+        keycloak_idp.prepare_home(installed, self.run_dir / "keycloak", env, hub=hub)
 
     def command(self, name: str, env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
         if name == "postgres":

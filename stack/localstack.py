@@ -208,11 +208,13 @@ class LocalStack:
         jupyterhub = "proxy" in ports
         if jupyterhub:
             clients[hubstack.CLIENT_ID] = hubstack.idp_client(ports, keys["jupyterhub"])
+            # Beside a hub no browser redirect for the public client: device flow only (docs/jupyterhub.md).
+            clients["jupyter"]["exact_redirect_uris"] = []
         users = {name: {"password": u["password"], "roles": u["roles"]} for name, u in DEMO_USERS.items()}
         extra: dict = {"idp": self.idp}
         if self.idp == "keycloak":
             flavour = self._keycloak(ports)
-            flavour.prepare(self._env, self._say)
+            flavour.prepare(self._env, self._say, hub=clients.get(hubstack.CLIENT_ID))
             issuer, users, extra = flavour.issuer, flavour.users(), flavour.endpoints()
             clients["jupyterhub"] = {"client_id": "jupyterhub", "client_secret": keys["jupyterhub"]}
         elif external is not None:
@@ -435,8 +437,8 @@ class LocalStack:
         idp = "external" if external is not None else idp
         if idp not in IDPS:
             raise StackError(f"unknown IdP {idp!r}; choose one of {', '.join(IDPS)}")
-        if jupyterhub and idp != "local":
-            raise StackError("--jupyterhub runs with the local IdP only for now: leave out --idp/--issuer")
+        if jupyterhub and idp == "external":
+            raise StackError("--jupyterhub runs with the local IdP or Keycloak: leave out --issuer")
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.layout.run_dir, 0o700)
         if idp == "local":

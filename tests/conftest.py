@@ -33,7 +33,9 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 #: Fixtures that start real components (IdP, gate, nginx, MLflow, Jupyter, Chromium, or processes of their own):
 #: a test that uses one, directly or through another fixture, is in the `stack` tier; the rest run in seconds.
-STACK_FIXTURES = frozenset({"stack", "make_stack", "start_jupyter", "playwright", "chromium", "keycloak", "oidc_auth"})
+STACK_FIXTURES = frozenset(
+    {"stack", "make_stack", "start_jupyter", "playwright", "chromium", "keycloak", "oidc_auth", "hub_stack"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

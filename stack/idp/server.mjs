@@ -77,6 +77,29 @@ function jupyterPostLogoutRedirectAllowed(value) {
   return Boolean(url && (isLoopback(url) || (url.protocol === 'http:' && url.hostname === 'localhost')));
 }
 
+// The public client of notebooks, servers and the CLI. Alone (one person's machine): RFC 8252 loopback on any port
+// and any Jupyter server's callback. Beside a hub (exactRedirectUris set): exactly those, and with none no
+// authorization-code flow at all, only the device flow, whose confirmation page shows the person what they approve.
+function jupyterClient({ clientId, exactRedirectUris }) {
+  const client = {
+    client_id: clientId,
+    client_name: 'Jupyter',
+    application_type: 'native',
+    token_endpoint_auth_method: 'none',
+    grant_types: ['authorization_code', 'refresh_token', DEVICE_GRANT],
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/oauth/callback'],
+    post_logout_redirect_uris: ['http://127.0.0.1/'],
+  };
+  if (exactRedirectUris === undefined) return client;
+  if (exactRedirectUris.length === 0) {
+    return { ...client, grant_types: ['refresh_token', DEVICE_GRANT], response_types: [], redirect_uris: [],
+      post_logout_redirect_uris: [] };
+  }
+  return { ...client, redirect_uris: exactRedirectUris, post_logout_redirect_uris: [] };
+}
+const jupyterLoopback = config.jupyter.exactRedirectUris === undefined;
+
 const resourceServer = {
   audience: config.audience,
   scope: 'openid profile email roles offline_access',
@@ -93,16 +116,7 @@ const provider = new Provider(config.issuer, {
   adapter: createStore(config.stateFile),
   cookies: { keys: [cookieKey] },
   clients: [
-    {
-      client_id: config.jupyter.clientId,
-      client_name: 'Jupyter',
-      application_type: 'native',
-      token_endpoint_auth_method: 'none',
-      grant_types: ['authorization_code', 'refresh_token', DEVICE_GRANT],
-      response_types: ['code'],
-      redirect_uris: ['http://127.0.0.1/oauth/callback'],
-      post_logout_redirect_uris: ['http://127.0.0.1/'],
-    },
+    jupyterClient(config.jupyter),
     {
       client_id: config.ciBot.clientId,
       client_name: 'CI bot',
@@ -223,14 +237,15 @@ const provider = new Provider(config.issuer, {
   },
 });
 
-// The jupyter client alone may use any loopback port and path and a Jupyter server's callback route.
+// The jupyter client alone may use any loopback port and path and a Jupyter server's callback route (not beside a hub).
 for (const [method, extra] of [
   ['redirectUriAllowed', jupyterRedirectAllowed],
   ['postLogoutRedirectUriAllowed', jupyterPostLogoutRedirectAllowed],
 ]) {
   const registered = provider.Client.prototype[method];
   provider.Client.prototype[method] = function allowed(value) {
-    return registered.call(this, value) || (this.clientId === config.jupyter.clientId && extra(value));
+    return registered.call(this, value)
+      || (jupyterLoopback && this.clientId === config.jupyter.clientId && extra(value));
   };
 }
 

@@ -72,6 +72,14 @@ export function readConfig(path) {
     email: user.email ?? `${username}@example.org`,
     name: user.name ?? username,
   }));
+  // Beside a hub every user can listen on loopback and serve paths under the hub: the public jupyter client then
+  // takes exactly these redirect URIs (none: device flow only), not RFC 8252's any-port loopback.
+  const jupyterExact = config.clients.jupyter.exact_redirect_uris;
+  if (jupyterExact !== undefined) {
+    if (!Array.isArray(jupyterExact) || jupyterExact.some((uri) => typeof uri !== 'string' || uri.includes('*'))) {
+      throw new Error('IDP_CONFIG clients.jupyter.exact_redirect_uris must be a list of exact URIs, no wildcards');
+    }
+  }
   // Confidential web clients (e.g. a JupyterHub): every one with its exact redirect URIs, never a pattern.
   const webClients = Object.entries(config.clients)
     .filter(([, client]) => Array.isArray(client.redirect_uris))
@@ -97,7 +105,7 @@ export function readConfig(path) {
     stateFile: config.state_file ?? join(dirname(config.keys_file), 'idp-state.json'),
     audience: config.audience ?? 'mlflow',
     users,
-    jupyter: { clientId: config.clients.jupyter.client_id ?? 'jupyter' },
+    jupyter: { clientId: config.clients.jupyter.client_id ?? 'jupyter', exactRedirectUris: jupyterExact },
     ciBot: {
       clientId: config.clients['ci-bot'].client_id ?? 'ci-bot',
       clientSecret: config.clients['ci-bot'].client_secret,

@@ -1,4 +1,8 @@
-"""Two people signed in at the hub log metrics for two minutes on 5 s tokens, across a hub restart: no failure."""
+"""Two people signed in at the hub log metrics for two minutes on 5 s tokens, across a hub restart: no failure.
+
+On Keycloak the same for one minute on 10 s tokens (its shortest practical lifespan): the two-minute bar of the
+issue is held on the local provider; Keycloak shows the same behaviour with half a dozen rotations per user.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,22 @@ import time
 import nbformat
 import pytest
 
-from .conftest import wait_for
+from .conftest import ACCESS_TOKEN_TTL, ProviderRecord, wait_for
 from .notebooks import run_notebook, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
+PROVIDERS = ("local", "keycloak")
 
-DURATION = 120.0
+DURATION = {"local": 120.0, "keycloak": 60.0}
 
 #: The notebook people run: no %mlflow_login, no token handling; MLFLOW_TRACKING_AUTH=oidc comes from the hub.
+#: {duration} is filled in per provider.
 CELLS = [
     "import json, os, time\nimport mlflow\n"
     "experiment = mlflow.set_experiment(f\"hub-{os.environ['JUPYTERHUB_USER']}\")",
-    f"""failures, logged, errors = 0, 0, []
+    """failures, logged, errors = 0, 0, []
 with mlflow.start_run(run_name="two-minutes") as run:
-    end, step = time.monotonic() + {DURATION}, 0
+    end, step = time.monotonic() + {duration}, 0
     while time.monotonic() < end:
         try:
             mlflow.log_metric("loss", 1 / (step + 1), step=step)
@@ -39,8 +45,10 @@ with mlflow.start_run(run_name="two-minutes") as run:
 ]
 
 
-def test_two_users_log_for_two_minutes_on_5s_tokens_across_a_hub_restart(hub_stack, hub_users, artifacts_dir):
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
+def test_two_users_log_on_short_lived_tokens_across_a_hub_restart(hub_provider, hub_stack, hub_users, artifacts_dir):
+    duration, ttl = DURATION[hub_provider], int(ACCESS_TOKEN_TTL[hub_provider])
+    cells = [source.replace("{duration}", str(duration)) for source in CELLS]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
     results: dict[str, dict] = {}
     problems: dict[str, BaseException] = {}
 
@@ -52,15 +60,15 @@ def test_two_users_log_for_two_minutes_on_5s_tokens_across_a_hub_restart(hub_sta
             problems[name] = exc
 
     refreshed_before = {name: _hub_refreshes(hub_stack, name) for name in hub_users}
-    idp_log_before = len(hub_stack.log("idp").splitlines())
+    record = ProviderRecord(hub_stack)
     workers = [threading.Thread(target=work, args=(name,), daemon=True) for name in hub_users]
     for worker in workers:
         worker.start()
 
     # Mid-run, once both are logging on tokens the hub keeps refreshing: restart the hub.
     wait_for(
-        lambda: all(_hub_refreshes(hub_stack, n) >= refreshed_before[n] + 3 for n in hub_users) or problems,
-        timeout=DURATION / 2,
+        lambda: all(_hub_refreshes(hub_stack, n) >= refreshed_before[n] + 2 for n in hub_users) or problems,
+        timeout=duration / 2,
         what="the hub refreshing both users' tokens",
     )
     assert not problems, problems
@@ -69,20 +77,19 @@ def test_two_users_log_for_two_minutes_on_5s_tokens_across_a_hub_restart(hub_sta
     restart_seconds = time.monotonic() - began
 
     for worker in workers:
-        worker.join(timeout=DURATION + 300)
+        worker.join(timeout=duration + 300)
     assert not problems, problems
     for name, result in results.items():
         assert result["failures"] == 0, (name, result["errors"], f"hub restart took {restart_seconds:.1f} s")
-        assert result["logged"] >= 60, result  # two a second when the machine is idle; well above under load
+        assert result["logged"] >= duration / 2, result  # two a second when the machine is idle; more under load
         assert result["user"] == name  # the run is tagged with the identity the hub signed in, nobody else's
     assert set(results) == {"alice", "bob"}
 
     # One party refreshed each rotating refresh token: the hub's client, never a server or a kernel.
-    during = hub_stack.log("idp").splitlines()[idp_log_before:]
-    refreshes = [line for line in during if "token issued" in line and "grant_type=refresh_token" in line]
-    assert refreshes and all("client=jupyterhub" in line for line in refreshes)
-    assert len(refreshes) >= 2 * DURATION / 5 / 2
-    assert not [line for line in during if "token refused" in line]
+    refreshes = record.refresh_clients()
+    assert refreshes and set(refreshes) == {"jupyterhub"}
+    assert len(refreshes) >= 2 * duration / ttl / 2  # both users, at least one refresh per two token lives
+    assert record.refused_refreshes() == 0
 
     # Each opens the MLflow UI in their server (no second sign-in) and finds their experiment.
     for name, user in hub_users.items():
