@@ -2,7 +2,9 @@
 
 A test module runs against the local IdP, and also against Keycloak when it says so (`PROVIDERS = ("local",
 "keycloak")`). Each provider's hub stack lives for this package only: the Keycloak one (one Keycloak start for all
-its tests) is stopped before tests/keycloak starts its own.
+its tests) is stopped before tests/keycloak starts the session's. It cannot be that one (tests/support/keycloak.py):
+the realm beside a hub differs on purpose (the public `jupyter` client has no browser redirect, docs/jupyterhub.md),
+and the single-user tiers test exactly those redirects.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import requests
 from stack.localstack import LocalStack
 
 from ..conftest import Stack
-from ..keycloak.conftest import KeycloakStack
 from ..keycloak.pages import log_in as keycloak_log_in
+from ..support.keycloak import FIRST_START_TIMEOUT, KeycloakStack
 
 #: Access tokens live 5 s: every minute of work needs a dozen refreshes, all by the hub.
 ACCESS_TOKEN_TTL = {"local": "5", "keycloak": "10"}  # Keycloak: its shortest practical lifespan (tests/keycloak)
@@ -38,7 +40,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The first Keycloak test also waits for Keycloak's first start (a JVM, a fresh schema): minutes under load.
     for item in items:
         if getattr(item, "callspec", None) and item.callspec.params.get("hub_provider") == "keycloak":
-            item.add_marker(pytest.mark.timeout(1800))
+            item.add_marker(pytest.mark.timeout(FIRST_START_TIMEOUT))
 
 
 @pytest.fixture(scope="package")
