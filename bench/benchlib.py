@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -11,6 +12,7 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,11 +35,46 @@ _SEED = os.urandom(MIB)
 _SEED2 = memoryview(_SEED * 2)
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
-    """An argument parser with the suite's common `--short` flag (CI: tiny sizes, one round, still every path)."""
+def parser(doc: str | None, *, busy: bool = False) -> argparse.ArgumentParser:
+    """An argument parser with the suite's common `--short` flag (CI: tiny sizes, one round, still every path),
+    and with `busy` its `--busy` flag (see `busy_machine`)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--short", action="store_true", help="tiny sizes and one round: proves the benchmark runs")
+    if busy:
+        p.add_argument(
+            "--busy", action="store_true", help=f"measure with {HOGS} CPU hogs running (the charter's busy machine)"
+        )
     return p
+
+
+def transfer_args(doc: str | None, sizes: list[int], requests: int, short_sizes: list[int]) -> argparse.Namespace:
+    """The options of the proxy benchmarks: artifact sizes, rounds, small calls, `--busy`, `--short`."""
+    p = parser(doc, busy=True)
+    p.add_argument("--sizes", type=int, nargs="+", default=sizes, help="MiB (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="repetitions of each transfer (default %(default)s)")
+    p.add_argument("--requests", type=int, default=requests, help="small API calls per path and round")
+    args = p.parse_args()
+    if args.short:
+        args.sizes, args.rounds, args.requests = short_sizes, 1, 10
+    return args
+
+
+#: The charter's busy machine: this many `python -c 'while 1: pass'` beside what is measured.
+HOGS = 2
+
+
+@contextlib.contextmanager
+def busy_machine(enabled: bool) -> Iterator[None]:
+    """With `enabled`, HOGS busy-looping processes for the duration, each ended by its PID (also on failure)."""
+    hogs: list[subprocess.Popen] = []
+    try:
+        for _ in range(HOGS if enabled else 0):
+            hogs.append(subprocess.Popen([sys.executable, "-c", "while 1: pass"], stdin=subprocess.DEVNULL))
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 @contextlib.contextmanager
@@ -98,6 +135,7 @@ class Payload:
         return _SEED2[start : start + n]
 
     @staticmethod
+    @functools.lru_cache
     def sha256(mib: int) -> str:
         digest = hashlib.sha256()
         body = Payload(mib)
@@ -152,6 +190,51 @@ def download(url: str, headers: dict[str, str], mib: int, expected_sha256: str) 
     return Transfer(mib / seconds)
 
 
+def up_and_down(
+    base: str,
+    headers: dict[str, str],
+    mib: int,
+    stem: str,
+    around: Callable[[str], contextlib.AbstractContextManager] = lambda _way: contextlib.nullcontext(),
+) -> tuple[Transfer, Transfer]:
+    """Upload `mib` MiB as a new artifact under `base`, then download it and check it byte for byte; each
+    transfer runs inside `around("up")` / `around("down")` (e.g. to count CPU seconds)."""
+    url = artifact_url(base, unique_name(stem))
+    with around("up"):
+        up = upload(url, headers, mib)
+    if not up.mib_s:
+        return up, Transfer(None, "no upload")
+    with around("down"):
+        down = download(url, headers, mib, Payload.sha256(mib))
+    return up, down
+
+
+@dataclass(frozen=True)
+class TransferRounds:
+    """Rounds of one upload + download per path: `runs[path][round] = (up, down)`."""
+
+    runs: dict[str, list[tuple[Transfer, Transfer]]]
+
+    def rates(self, path: str, way: int) -> list[float | None]:
+        return [pair[way].mib_s for pair in self.runs[path]]
+
+    def cell(self, path: str, way: int) -> str:
+        """The median MiB/s (0 up, 1 down), with what went wrong in any round: never hidden behind the median."""
+        found = sorted({problem for pair in self.runs[path] if (problem := pair[way].problem)})
+        return fmt(median(self.rates(path, way)), problem=", ".join(found) or None)
+
+    def versus(self, path: str, way: int, base: str) -> str:
+        """`path` against `base`, round by round (see `paired_ratio`)."""
+        return paired_ratio(self.rates(base, way), self.rates(path, way))
+
+
+def transfer_rounds(
+    rounds: int, paths: Sequence[str], measure: Callable[[str], tuple[Transfer, Transfer]]
+) -> TransferRounds:
+    """`measure(path)` (an `up_and_down`) for every path, `rounds` times, interleaved."""
+    return TransferRounds(interleaved(rounds, paths, measure))
+
+
 def latencies(url: str, headers: dict[str, str], count: int) -> list[float]:
     """Seconds per small GET on one kept-alive connection (after one warm-up call)."""
     out = []
@@ -188,8 +271,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank]
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a is not None and b else "-"
+def paired_ratio(base: Sequence[float | None], other: Sequence[float | None]) -> str:
+    """The median over rounds of other/base, each pair measured back to back (a round's load falls on both),
+    as `0.95x`; `-` when no round has both."""
+    ratios = [o / b for b, o in zip(base, other, strict=True) if b and o is not None]
+    return f"{statistics.median(ratios):.2f}x" if ratios else "-"
+
+
+def small_calls(
+    rounds: int, bases: dict[str, str], headers: dict[str, dict[str, str]], count: int
+) -> dict[str, list[float]]:
+    """Seconds per small API call (`GET experiments/search`) on each path, `rounds` interleaved batches of `count`."""
+    batches = interleaved(
+        rounds,
+        list(bases),
+        lambda path: latencies(f"{bases[path]}/api/2.0/mlflow/experiments/search?max_results=1", headers[path], count),
+    )
+    return {path: [v for batch in runs for v in batch] for path, runs in batches.items()}
 
 
 def interleaved(rounds: int, labels: Sequence[str], measure: Callable[[str], object]) -> dict[str, list]:

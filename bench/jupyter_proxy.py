@@ -22,24 +22,17 @@ from pathlib import Path
 
 import requests
 from benchlib import (
-    Payload,
     PeakRSS,
-    Transfer,
-    artifact_url,
-    download,
-    fmt,
+    busy_machine,
     heading,
-    interleaved,
-    latencies,
     local_stack,
-    median,
-    parser,
     percentile,
-    ratio,
     rss_mib,
+    small_calls,
     table,
-    unique_name,
-    upload,
+    transfer_args,
+    transfer_rounds,
+    up_and_down,
 )
 
 from stack.jupyter import JupyterProcess, extension_args, isolated_env, jupyter_argv
@@ -98,23 +91,20 @@ class Jupyter(JupyterProcess):
 
 
 def main() -> int:
-    p = parser(__doc__)
-    p.add_argument("--sizes", type=int, nargs="+", default=[80, 400, 1024], help="MiB (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="repetitions of each transfer (default %(default)s)")
-    p.add_argument("--requests", type=int, default=200, help="small API calls per path and round")
-    args = p.parse_args()
-    if args.short:
-        args.sizes, args.rounds, args.requests = [4], 1, 10
+    args = transfer_args(__doc__, sizes=[80, 400, 1024], requests=200, short_sizes=[4])
 
     heading(
-        "Jupyter `/mlflow/` proxy: ours vs MLflow direct vs jupyter-server-proxy",
+        "Jupyter `/mlflow/` proxy: ours vs MLflow direct vs jupyter-server-proxy"
+        + (", busy machine" if args.busy else ""),
         f"Artifacts of {', '.join(map(str, args.sizes))} MiB up (PUT) and down, {args.rounds} rounds alternated, "
-        "medians; RSS: the Jupyter server's largest peak growth during one transfer.",
+        "medians; vs direct: median over rounds of the ratio to the direct transfer of the same round; RSS: the "
+        "Jupyter server's largest peak growth during one transfer."
+        + (" Two CPU hogs (`python -c 'while 1: pass'`) ran throughout." if args.busy else ""),
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-jupyter-proxy-"))
     servers: list[Jupyter] = []
     try:
-        with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (_stack, endpoints):
+        with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (_stack, endpoints), busy_machine(args.busy):
             ours = Jupyter(workdir / "ours", endpoints, False)
             servers.append(ours)
             by_path = {"ours": ours}
@@ -129,40 +119,27 @@ def main() -> int:
 
             rows = []
             for mib in args.sizes:
-                expected = Payload.sha256(mib)
+                rss_growth: dict[str, list[float]] = {k: [] for k in PATHS}
 
-                def measure(path: str, mib: int = mib, expected: str = expected) -> tuple[Transfer, Transfer, float]:
-                    url = artifact_url(bases[path], unique_name(f"{mib}-{path[:4]}"))
+                def measure(path: str, mib: int = mib, rss_growth: dict = rss_growth) -> tuple:
                     server = by_path.get(path)
                     pids = {"server": server.proc.pid} if server and server.proc else {}
                     with PeakRSS(pids) as rss:
-                        up = upload(url, headers[path], mib)
-                        down = download(url, headers[path], mib, expected) if up.mib_s else Transfer(None, "no upload")
-                    return up, down, rss.growth("server") if pids else 0.0
+                        up, down = up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}")
+                    rss_growth[path].append(rss.growth("server") if pids else 0.0)
+                    return up, down
 
-                runs = interleaved(args.rounds, PATHS, measure)
-                up = {k: median([r[0].mib_s for r in runs[k]]) for k in PATHS}
-                down = {k: median([r[1].mib_s for r in runs[k]]) for k in PATHS}
+                runs = transfer_rounds(args.rounds, PATHS, measure)
                 for k in PATHS:
-                    problem_up = next((r[0].problem for r in runs[k] if r[0].problem), None)
-                    problem_down = next((r[1].problem for r in runs[k] if r[1].problem), None)
-                    growth = f"{max(r[2] for r in runs[k]):+.0f}" if k != "direct" else "-"
-                    rows.append(
-                        (mib, k, fmt(up[k], problem=problem_up), ratio(up[k], up["direct"]),
-                         fmt(down[k], problem=problem_down), ratio(down[k], down["direct"]), growth)
-                    )  # fmt: skip
+                    growth = f"{max(rss_growth[k]):+.0f}" if k != "direct" else "-"
+                    rows.append((mib, k, runs.cell(k, 0), runs.versus(k, 0, "direct"), runs.cell(k, 1),
+                                 runs.versus(k, 1, "direct"), growth))  # fmt: skip
 
-            small = interleaved(
-                args.rounds,
-                PATHS,
-                lambda k: latencies(f"{bases[k]}/api/2.0/mlflow/experiments/search?max_results=1", headers[k],
-                                    args.requests),
-            )  # fmt: skip
-            small_rows = []
-            for k in PATHS:
-                values = [v for batch in small[k] for v in batch]
-                small_rows.append((k, f"{1000 * percentile(values, 50):.1f}", f"{1000 * percentile(values, 99):.1f}"))
-            p50 = {k: percentile([v for b in small[k] for v in b], 50) for k in PATHS}
+            small = small_calls(args.rounds, bases, headers, args.requests)
+            small_rows = [
+                (k, f"{1000 * percentile(v, 50):.1f}", f"{1000 * percentile(v, 99):.1f}") for k, v in small.items()
+            ]
+            p50 = {k: percentile(v, 50) for k, v in small.items()}
     finally:
         for server in servers:
             server.stop()

@@ -1,39 +1,38 @@
 """What the identity-aware proxy costs: MLflow direct vs through nginx + gate, interleaved in one run.
 
-    .venv/bin/python bench/proxy_overhead.py [--sizes 80 1024] [--rounds 3] [--requests 300] [--short]
+    .venv/bin/python bench/proxy_overhead.py [--sizes 80 1024] [--rounds 3] [--requests 300] [--busy] [--short]
 
 Starts its own local stack on free ports (stopped at the end) and takes a ci-bot token. For each size, uploads
 (PUT with a Content-Length, as `mlflow.log_artifact`) and downloads the artifact directly and through nginx + gate,
-alternating which goes first every round; prints median MiB/s, the ratio proxy/direct, CPU seconds per GiB of each
+alternating which goes first every round; prints median MiB/s, the ratio proxy/direct (median over rounds of the
+two transfers made back to back, so load that drifts falls on both), CPU seconds per GiB of each
 process (robust when the machine is shared: it does not count time spent waiting for a core), and the peak RSS
 growth of nginx and the gate. Then small API calls (p50/p99 latency). Every download is checked byte for byte.
+`--busy`: the same with the charter's busy machine, two CPU hogs started before and ended (by PID) after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 
 from benchlib import (
-    Payload,
     PeakRSS,
-    Transfer,
-    artifact_url,
     bot_token,
+    busy_machine,
     cpu_seconds,
-    download,
     fmt,
     heading,
-    interleaved,
-    latencies,
     local_stack,
     median,
-    parser,
     percentile,
-    ratio,
+    small_calls,
     table,
-    unique_name,
-    upload,
+    transfer_args,
+    transfer_rounds,
+    up_and_down,
 )
 
 PATHS = ("direct", "nginx + gate")
@@ -41,21 +40,18 @@ COMPONENTS = ("client", "nginx", "gate", "mlflow")
 
 
 def main() -> int:
-    p = parser(__doc__)
-    p.add_argument("--sizes", type=int, nargs="+", default=[80, 1024], help="MiB (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="repetitions of each transfer (default %(default)s)")
-    p.add_argument("--requests", type=int, default=300, help="small API calls per path and round")
-    args = p.parse_args()
-    if args.short:
-        args.sizes, args.rounds, args.requests = [8], 1, 20
+    args = transfer_args(__doc__, sizes=[80, 1024], requests=300, short_sizes=[8])
 
     heading(
-        "Identity-aware proxy: MLflow direct vs through nginx + gate",
+        "Identity-aware proxy: MLflow direct vs through nginx + gate" + (", busy machine" if args.busy else ""),
         f"Artifacts of {', '.join(map(str, args.sizes))} MiB up (PUT, Content-Length) and down, "
-        f"{args.rounds} interleaved rounds, medians; small calls: `GET experiments/search`.",
+        f"{args.rounds} interleaved rounds, medians; ratio: median over rounds of proxy/direct measured back to "
+        "back; small calls: `GET experiments/search`."
+        + (" Two CPU hogs (`python -c 'while 1: pass'`) ran throughout." if args.busy else ""),
     )
     # Long-lived tokens: one 1 GiB transfer under load can outlast the default 5 minutes.
-    with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (stack, endpoints):
+    # The hogs start once the stack is up, and everything measured runs beside them.
+    with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (stack, endpoints), busy_machine(args.busy):
         running = stack.running()
         pids = {name: running[name]["pid"] for name in ("nginx", "gate", "mlflow")}
         headers = {"direct": {}, "nginx + gate": {"Authorization": f"Bearer {bot_token(endpoints)}"}}
@@ -64,69 +60,39 @@ def main() -> int:
         rows, cpu_rows = [], []
         with PeakRSS(pids) as rss:
             for mib in args.sizes:
-                expected = Payload.sha256(mib)
                 cpu: dict[tuple[str, str, str], list[float]] = {}
 
-                def measure(path: str, mib: int = mib, expected: str = expected, cpu: dict = cpu) -> tuple:
-                    url = artifact_url(bases[path], unique_name(f"{mib}-{path.split()[0]}"))
-                    results = []
-                    for way in ("up", "down"):
+                def measure(path: str, mib: int = mib, cpu: dict = cpu) -> tuple:
+                    @contextlib.contextmanager
+                    def counted(direction: str) -> Iterator[None]:
                         before = {n: cpu_seconds(pid) for n, pid in pids.items()}
                         client_before = time.process_time()
-                        if way == "up":
-                            result = upload(url, headers[path], mib)
-                        else:
-                            result = download(url, headers[path], mib, expected)
+                        yield
                         spent = {n: cpu_seconds(pid) - before[n] for n, pid in pids.items()}
                         spent["client"] = time.process_time() - client_before
                         for name, seconds in spent.items():
-                            cpu.setdefault((path, way, name), []).append(seconds * 1024 / mib)
-                        results.append(result)
-                    return tuple(results)
+                            cpu.setdefault((path, direction, name), []).append(seconds * 1024 / mib)
 
-                runs = interleaved(args.rounds, PATHS, measure)
-                up = {path: median([t[0].mib_s for t in runs[path]]) for path in PATHS}
-                down = {path: median([t[1].mib_s for t in runs[path]]) for path in PATHS}
-                for path in PATHS:
-                    cells = (
-                        fmt(up[path], problem=_problems(runs[path], 0)),
-                        fmt(down[path], problem=_problems(runs[path], 1)),
-                    )
-                    rows.append((mib, path, *cells))
-                rows.append(
-                    (
-                        mib,
-                        "**ratio proxy/direct**",
-                        ratio(up[PATHS[1]], up[PATHS[0]]),
-                        ratio(down[PATHS[1]], down[PATHS[0]]),
-                    )
-                )
+                    return up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}", counted)
+
+                runs = transfer_rounds(args.rounds, PATHS, measure)
+                for way, index in (("up", 0), ("down", 1)):
+                    cells = [runs.cell(path, index) for path in PATHS]
+                    rows.append((mib, way, *cells, runs.versus(PATHS[1], index, PATHS[0])))
                 for path in PATHS:
                     for way in ("up", "down"):
-                        cells = [fmt(median(cpu[(path, way, n)]), 2) for n in COMPONENTS if (path, way, n) in cpu]
-                        cpu_rows.append((mib, path, way, *cells))
+                        if (path, way, "client") in cpu:
+                            seconds = [fmt(median(cpu[(path, way, n)]), 2) for n in COMPONENTS]
+                            cpu_rows.append((mib, path, way, *seconds))
 
-        small = interleaved(
-            args.rounds,
-            PATHS,
-            lambda path: latencies(
-                f"{bases[path]}/api/2.0/mlflow/experiments/search?max_results=1", headers[path], args.requests
-            ),
-        )
-        small_rows = []
-        for path in PATHS:
-            values = [v for batch in small[path] for v in batch]
-            small_rows.append(
-                (
-                    path,
-                    f"{len(values) / sum(values):.0f}",
-                    f"{1000 * percentile(values, 50):.1f}",
-                    f"{1000 * percentile(values, 99):.1f}",
-                )
-            )
-        direct_p50, proxy_p50 = (percentile([v for b in small[p] for v in b], 50) for p in PATHS)
+        small = small_calls(args.rounds, bases, headers, args.requests)
+        small_rows = [
+            (path, f"{len(v) / sum(v):.0f}", f"{1000 * percentile(v, 50):.1f}", f"{1000 * percentile(v, 99):.1f}")
+            for path, v in small.items()
+        ]
+        direct_p50, proxy_p50 = (percentile(small[path], 50) for path in PATHS)
 
-    print(table(("MiB", "path", "upload MiB/s", "download MiB/s"), rows))
+    print(table(("MiB", "way", "direct MiB/s", "nginx + gate MiB/s", "**ratio proxy/direct**"), rows))
     print("\nCPU seconds per GiB moved (median), by process:\n")
     print(table(("MiB", "path", "way", *COMPONENTS), cpu_rows))
     print(
@@ -138,12 +104,6 @@ def main() -> int:
     print(table(("small calls", "calls/s", "p50 ms", "p99 ms"), small_rows))
     print(f"\nratio proxy/direct, small calls (p50 latency direct/proxy): {direct_p50 / proxy_p50:.2f}x")
     return 0
-
-
-def _problems(results: list[tuple[Transfer, Transfer]], way: int) -> str | None:
-    """What went wrong in any round, one way (0 up, 1 down); never hidden behind the other rounds' median."""
-    found = sorted({pair[way].problem for pair in results if pair[way].problem})  # type: ignore[misc]
-    return ", ".join(found) or None
 
 
 if __name__ == "__main__":
