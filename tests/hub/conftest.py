@@ -132,6 +132,12 @@ class ProviderRecord:
             return len([e for e in self._events("LOGIN_ERROR") if e.get("clientId") == client_id])
         return len(self._lines("authorization refused", f"client={client_id}"))
 
+    def codes_exchanged(self, client_id: str) -> int:
+        """Authorization codes of `client_id` turned into tokens since this record began."""
+        if is_keycloak(self.stack):
+            return len([e for e in self._events("CODE_TO_TOKEN") if e.get("clientId") == client_id])
+        return len(self._lines("token issued", f"client={client_id}", "grant_type=authorization_code"))
+
     def logouts(self, client_id: str) -> int:
         if is_keycloak(self.stack):
             return len([e for e in self._events("LOGOUT") if e.get("clientId") in (client_id, None)])

@@ -181,6 +181,7 @@ def test_an_attackers_authorization_url_for_the_hubs_client_yields_nothing(hub_s
     assert _Recorder.hits == []
     assert all("redirect_uri" in text for text in pages), pages  # the provider said why
     assert record.refused_authorizations("jupyterhub") >= len(callbacks)
+    assert record.codes_exchanged("jupyterhub") == 0  # no code, so no tokens
 
 
 def test_an_attackers_authorization_url_for_the_public_jupyter_client_yields_nothing(
@@ -200,6 +201,7 @@ def test_an_attackers_authorization_url_for_the_public_jupyter_client_yields_not
 
     assert _Recorder.hits == []
     assert record.refused_authorizations("jupyter") >= len(callbacks)
+    assert record.codes_exchanged("jupyter") == 0  # no code, so no tokens
 
 
 def test_the_public_jupyter_client_still_signs_in_with_the_device_flow_beside_a_hub(hub_stack):
