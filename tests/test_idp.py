@@ -35,7 +35,7 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 class IdP:
     """One IdP process on a free loopback port, configured like the stack configures it."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, jupyter: dict | None = None) -> None:
         self.run_dir = run_dir
         self.keys_file = run_dir / "keys.json"
         with socket.socket() as s:
@@ -49,7 +49,7 @@ class IdP:
             "audience": "mlflow",
             "users": USERS,
             "clients": {
-                "jupyter": {"client_id": "jupyter"},
+                "jupyter": {"client_id": "jupyter", **(jupyter or {})},
                 "ci-bot": {"client_id": "ci-bot", "client_secret": BOT_SECRET, "roles": ["Default"]},
             },
         }
@@ -299,3 +299,72 @@ def test_a_fresh_keys_file_rotates_the_signing_key_and_sessions_survive_the_rest
         assert jwt.decode(refreshed["access_token"], JsonWebKey.import_key_set(server.jwks())).header["kid"] != old_kid
     finally:
         server.stop()
+
+
+# Beside a hub (what `stack/run up --jupyterhub` writes): the public client takes exactly the listed redirect URIs,
+# none by default, and then only the device flow (docs/jupyterhub.md, "Provider registration").
+HUB_REDIRECT = "http://127.0.0.1:8976/exact/callback"
+
+
+@pytest.fixture(scope="module")
+def hub_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdP]:
+    server = IdP(tmp_path_factory.mktemp("hub-idp"), jupyter={"exact_redirect_uris": []})
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    ["http://127.0.0.1:41234/", "http://127.0.0.1:41234/oauth/callback",
+     "http://127.0.0.1:8000/user/mallory/mlflow/oauth/callback", "http://[::1]:41234/mlflow/oauth/callback"],
+)  # fmt: skip
+def test_beside_a_hub_the_jupyter_client_takes_no_browser_redirect(hub_idp: IdP, redirect_uri: str) -> None:
+    client = hub_idp.jupyter(redirect_uri=redirect_uri, code_challenge_method="S256")
+    url, _ = client.create_authorization_url(hub_idp.metadata["authorization_endpoint"], code_verifier="v" * 48)
+
+    answer = requests.get(url, allow_redirects=False, timeout=5)
+
+    assert answer.status_code == 400 and "Location" not in answer.headers
+
+
+def test_beside_a_hub_the_jupyter_client_still_signs_in_with_the_device_flow(hub_idp: IdP) -> None:
+    client = hub_idp.jupyter(scope="openid profile offline_access")
+    device = requests.post(
+        hub_idp.metadata["device_authorization_endpoint"],
+        data={"client_id": "jupyter", "scope": "openid profile offline_access"},
+        timeout=5,
+    ).json()
+    approve_device(device["verification_uri_complete"], "bob", "bob-pw")
+    tokens = client.fetch_token(
+        hub_idp.metadata["token_endpoint"], grant_type=DEVICE_GRANT, device_code=device["device_code"]
+    )
+
+    assert hub_idp.claims(tokens["access_token"])["preferred_username"] == "bob"
+    assert client.refresh_token(hub_idp.metadata["token_endpoint"], tokens["refresh_token"])["access_token"]
+
+
+def test_exact_redirect_uris_for_the_jupyter_client_are_matched_exactly(tmp_path: Path) -> None:
+    server = IdP(tmp_path, jupyter={"exact_redirect_uris": [HUB_REDIRECT]})
+    try:
+        server.start()
+        endpoint = server.metadata["authorization_endpoint"]
+
+        def authorization_url(redirect_uri: str) -> str:
+            client = server.jupyter(redirect_uri=redirect_uri, code_challenge_method="S256")
+            return client.create_authorization_url(endpoint, code_verifier="v" * 48)[0]
+
+        assert authorize(authorization_url(HUB_REDIRECT), "bob", "bob-pw").startswith(HUB_REDIRECT + "?code=")
+        other_port = requests.get(authorization_url(HUB_REDIRECT.replace("8976", "8977")), timeout=5)
+        assert other_port.status_code == 400 and "redirect_uri" in other_port.text
+    finally:
+        server.stop()
+
+
+def test_a_wildcard_among_the_jupyter_clients_exact_redirect_uris_stops_the_idp(tmp_path: Path) -> None:
+    server = IdP(tmp_path, jupyter={"exact_redirect_uris": ["http://127.0.0.1:8000/user/*"]})
+    with pytest.raises(RuntimeError, match="no wildcards"):
+        server.start()
+    server.stop()

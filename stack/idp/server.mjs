@@ -96,7 +96,8 @@ function jupyterClient({ clientId, exactRedirectUris }) {
     return { ...client, grant_types: ['refresh_token', DEVICE_GRANT], response_types: [], redirect_uris: [],
       post_logout_redirect_uris: [] };
   }
-  return { ...client, redirect_uris: exactRedirectUris, post_logout_redirect_uris: [] };
+  // 'web': oidc-provider ignores the port of a native client's loopback redirect (RFC 8252 7.3); exact means exact.
+  return { ...client, application_type: 'web', redirect_uris: exactRedirectUris, post_logout_redirect_uris: [] };
 }
 const jupyterLoopback = config.jupyter.exactRedirectUris === undefined;
 
