@@ -82,8 +82,12 @@ def local_stack(env: dict[str, str] | None = None, prefix: str = "bench-stack-")
     """The local stack (IdP, MLflow, gate, nginx) on free ports in a throwaway folder, stopped by PID at the end.
 
     MLflow listens on a loopback port (STACK_MLFLOW_TCP), not only on its socket, so "direct" can be measured.
+    It runs one uvicorn worker: with several, uvicorn's shared TCP socket is made without IPPROTO_TCP, asyncio
+    then never sets TCP_NODELAY, and on every kept-alive connection the body of each response waits ~40 ms for the
+    client's delayed ACK (the stack's own Unix socket never has this): that stall would be most of every small
+    call's time, direct and proxied alike, and hide what the proxy costs.
     """
-    env = {"STACK_MLFLOW_TCP": "1", **(env or {})}
+    env = {"STACK_MLFLOW_TCP": "1", "STACK_MLFLOW_WORKERS": "1", **(env or {})}
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     stack = LocalStack(folder, env=env, log=lambda _m: None)
     try:
