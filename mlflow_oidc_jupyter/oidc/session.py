@@ -228,6 +228,11 @@ class Session(ObservableSession):
             return tokens.access_token
         return self._ensure_fresh(tokens).access_token
 
+    def fresh_token(self) -> str | None:
+        """The access token if it is fresh now, else None (then `access_token` refreshes or waits); never blocks."""
+        tokens = self._tokens
+        return tokens.access_token if tokens is not None and tokens.is_fresh(self.settings.refresh_margin) else None
+
     def token_rejected(self, token: str) -> str:
         """The server refused `token` (HTTP 401): the token to send again.
 

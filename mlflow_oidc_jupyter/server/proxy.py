@@ -98,7 +98,8 @@ class ProxyHandler(MLflowHandler):
             self.answer(400, pages.page("Bad path", str(exc)), code="INVALID_PARAMETER_VALUE", message=str(exc))
             return
         try:
-            token = await asyncio.to_thread(self.ext.session.access_token)
+            fresh = self._fresh_token()
+            token = fresh if fresh is not None else await asyncio.to_thread(self.ext.session.access_token)
         except LoginRequired as exc:
             self._signed_out(exc.reason)
             return
@@ -109,6 +110,11 @@ class ProxyHandler(MLflowHandler):
             self._share_xsrf_token()
             self.remember_browser()
         self._start_upstream(token)
+
+    def _fresh_token(self) -> str | None:
+        """The session's token when it is fresh: no thread hop for the common case (a refresh may block)."""
+        fresh = getattr(self.ext.session, "fresh_token", None)
+        return fresh() if fresh is not None else None
 
     def _reject_cross_site(self) -> None:
         """Only this origin may drive the proxy; other sites may at most link to a page (a top-level GET)."""
@@ -183,12 +189,18 @@ class ProxyHandler(MLflowHandler):
     async def _produce_body(self, write: Callable[[bytes], Awaitable[None]]) -> None:
         assert self._body is not None
         while True:
-            chunk = await self._body.get()
-            if chunk is _END:
+            # What arrived while the last write was under way goes upstream as one write: a trip through the
+            # event loop per 64 KiB chunk cost uploads a tenth of their speed on a busy machine.
+            chunks = [await self._body.get()]
+            while chunks[-1] is not _END and chunks[-1] is not _ABORT and not self._body.empty():
+                chunks.append(self._body.get_nowait())
+            data = [chunk for chunk in chunks if isinstance(chunk, bytes)]
+            if data:
+                await write(data[0] if len(data) == 1 else b"".join(data))
+            if chunks[-1] is _END:
                 return
-            if chunk is _ABORT:
+            if chunks[-1] is _ABORT:
                 raise ClientGone("the browser closed the connection during the upload")
-            await write(chunk)  # type: ignore[arg-type]
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self._body is None or self._upstream is None or self._upstream.done():
