@@ -47,11 +47,13 @@ def parser(doc: str | None, *, busy: bool = False) -> argparse.ArgumentParser:
     return p
 
 
-def transfer_args(doc: str | None, sizes: list[int], requests: int, short_sizes: list[int]) -> argparse.Namespace:
+def transfer_args(
+    doc: str | None, sizes: list[int], requests: int, short_sizes: list[int], rounds: int = 3
+) -> argparse.Namespace:
     """The options of the proxy benchmarks: artifact sizes, rounds, small calls, `--busy`, `--short`."""
     p = parser(doc, busy=True)
     p.add_argument("--sizes", type=int, nargs="+", default=sizes, help="MiB (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="repetitions of each transfer (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=rounds, help="repetitions of each transfer (default %(default)s)")
     p.add_argument("--requests", type=int, default=requests, help="small API calls per path and round")
     args = p.parse_args()
     if args.short:

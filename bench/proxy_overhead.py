@@ -1,6 +1,6 @@
 """What the identity-aware proxy costs: MLflow direct vs through nginx + gate, interleaved in one run.
 
-    .venv/bin/python bench/proxy_overhead.py [--sizes 80 1024] [--rounds 3] [--requests 300] [--busy] [--short]
+    .venv/bin/python bench/proxy_overhead.py [--sizes 80 1024] [--rounds 5] [--requests 300] [--busy] [--short]
 
 Starts its own local stack on free ports (stopped at the end) and takes a ci-bot token. For each size, uploads
 (PUT with a Content-Length, as `mlflow.log_artifact`) and downloads the artifact directly and through nginx + gate,
@@ -40,7 +40,7 @@ COMPONENTS = ("client", "nginx", "gate", "mlflow")
 
 
 def main() -> int:
-    args = transfer_args(__doc__, sizes=[80, 1024], requests=300, short_sizes=[8])
+    args = transfer_args(__doc__, sizes=[80, 1024], requests=300, short_sizes=[8], rounds=5)
 
     heading(
         "Identity-aware proxy: MLflow direct vs through nginx + gate" + (", busy machine" if args.busy else ""),
