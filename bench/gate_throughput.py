@@ -5,10 +5,14 @@
 Three nginx fronts on free ports, all before the same trivial upstream (an nginx `return 200`, so the upstream is
 never the limit and only the authorization layer is measured):
 - no auth: a plain proxy;
-- gate: stack/nginx/mlflow-proxy.conf.template with our gate (local JWT validation, verdict cache);
+- gate: stack/nginx/mlflow-proxy.conf.template with our gate (local JWT validation), whose verdicts nginx reuses
+  for repeat requests (same method, URI and token; docs/security.md, "The verdict cache"): the steady state of a
+  client that repeats its calls, the first request of each key going to the gate;
 - introspection: the same template with bench/introspection_gate.py, which asks a second IdP (opaque access
   tokens, IDP_ACCESS_TOKEN_FORMAT=opaque) for every request: the design of the seed template.
-Load: `wrk` (one thread, N kept-alive connections) for --seconds per front, fronts alternated every round;
+Every front gets the same requests, the bearer token included (nginx without auth ignores it), so that only the
+authorization work differs. Load: `wrk` (one thread, N kept-alive connections) for --seconds per front, fronts
+alternated every round;
 requests/s and p99 are medians over the rounds. Without wrk a Python load generator is used (and said so): it
 tops out far below nginx, so its no-auth figure is the client's limit, not nginx's.
 """
@@ -218,7 +222,8 @@ def main() -> int:
                 )
 
             opaque = bot_token({"issuer": opaque_issuer, "clients": endpoints["clients"]})
-            tokens = {"no auth": "", "gate": bot_token(endpoints), "introspection": opaque}
+            jwt = bot_token(endpoints)
+            tokens = {"no auth": jwt, "gate": jwt, "introspection": opaque}
             runs = interleaved(
                 args.rounds,
                 FRONTS,

@@ -533,8 +533,10 @@ class ComposeNginx:
             "KEYCLOAK_UPSTREAM": f"127.0.0.1:{free_port()}",
             "JUPYTER_UPSTREAM": f"127.0.0.1:{free_port()}",
             "ACCESS_LOG": str(root / "access.log"),
+            "GATE_CACHE_DIR": str(root / "gate-cache"),
         }
         mounts = {target: (STACK / source).resolve() for source, target in bind_mounts(compose["services"]["nginx"])}
+        values["GATE_KEY_JS"] = str(mounts[env["GATE_KEY_JS"]])
         for target, source in mounts.items():
             if target.startswith("/etc/nginx/templates/"):
                 render(source, conf_d / Path(target).name.removesuffix(".template"), **values)

@@ -7,8 +7,10 @@ import asyncio
 import dataclasses
 import importlib.metadata
 import logging
+import math
 import signal
 import sys
+import time
 from pathlib import Path
 
 import tornado.web
@@ -21,14 +23,31 @@ from tokens import JwksCache, KeysUnavailable, TokenRejected, TokenValidator  # 
 log = logging.getLogger("gate")
 KEY_RETRY_SECONDS = 1.0
 KEY_REFRESH_SECONDS = 900.0
+VERDICT_CACHE_SECONDS = 30
+
+
+def reuse_until(exp: float, now: float, cap: int) -> int:
+    """Last whole second (Unix time) nginx may reuse a verdict on a token expiring at exp; 0: do not reuse.
+
+    nginx serves a cached answer through the whole second X-Accel-Expires names, so the last one is the second
+    *before* exp: a verdict never outlives its token, whatever the gate's leeway.
+    """
+    until = min(math.ceil(exp) - 1, math.floor(now) + cap)
+    return until if cap > 0 and until >= now else 0
 
 
 class CheckHandler(tornado.web.RequestHandler):
     """GET /check: 204 with the verified user and roles, 401 unauthenticated, 403 forbidden."""
 
-    def initialize(self, validator: TokenValidator, policy: Policy) -> None:
+    def initialize(self, validator: TokenValidator, policy: Policy, cache_seconds: int = 0) -> None:
         self.validator = validator
         self.policy = policy
+        self.cache_seconds = cache_seconds
+
+    def set_default_headers(self) -> None:
+        # nginx caches these answers and parses them on every hit: only the headers it uses.
+        for name in ("Server", "Content-Type", "Date"):
+            self.clear_header(name)
 
     async def get(self) -> None:
         method = self.request.headers.get("X-Original-Method", "GET")
@@ -50,6 +69,9 @@ class CheckHandler(tornado.web.RequestHandler):
         user = safe_text(self.policy.username(claims), 100).replace(" ", "?")
         roles = self.policy.roles(claims)
         decision = self.policy.decide(method, uri, user, roles)
+        # Allow and deny alike depend only on (method, raw URI, token): nginx may reuse them for that triple.
+        until = reuse_until(float(claims["exp"]), time.time(), self.cache_seconds)
+        self.set_header("X-Accel-Expires", f"@{until}" if until else "0")
         if not decision.allowed:
             return self._deny(403, user, method, uri, decision.reason, decision.rule)
         self.set_status(204)
@@ -94,10 +116,10 @@ def _quiet_access_log(handler: tornado.web.RequestHandler) -> None:
         log.warning("%d %s %.1fms", handler.get_status(), handler.request.path, 1000 * handler.request.request_time())
 
 
-def make_app(validator: TokenValidator, policy: Policy) -> tornado.web.Application:
+def make_app(validator: TokenValidator, policy: Policy, cache_seconds: int = 0) -> tornado.web.Application:
     return tornado.web.Application(
         [
-            (r"/check", CheckHandler, {"validator": validator, "policy": policy}),
+            (r"/check", CheckHandler, {"validator": validator, "policy": policy, "cache_seconds": cache_seconds}),
             (r"/healthz", HealthHandler, {"keys": validator.keys}),
         ],
         log_function=_quiet_access_log,
@@ -133,6 +155,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         help="dotted claim path of the roles (repeatable), e.g. resource_access.mlflow.roles; replaces the policy's",
     )
+    p.add_argument(
+        "--verdict-cache-seconds",
+        type=int,
+        default=VERDICT_CACHE_SECONDS,
+        help="how long nginx may reuse an allow/deny for the same method, URI and token (never past the token's exp;"
+        " 0: never); policy changes and retired keys apply after at most this long (default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -161,7 +190,8 @@ async def serve(args: argparse.Namespace) -> None:
         policy = dataclasses.replace(policy, roles_claims=tuple(args.roles_claim))
     keys = JwksCache(args.issuer, args.jwks_uri, args.jwks_min_refetch, ca_file=args.ca_file)
     validator = TokenValidator(keys, args.audience, args.leeway)
-    server = make_app(validator, policy).listen(args.port, address=args.host, xheaders=False)
+    app = make_app(validator, policy, args.verdict_cache_seconds)
+    server = app.listen(args.port, address=args.host, xheaders=False)
     log.info("gate listening on %s:%d for issuer %s, audience %s", args.host, args.port, args.issuer, args.audience)
     loader = asyncio.create_task(_keep_keys_loaded(keys))
     stop = asyncio.Event()
