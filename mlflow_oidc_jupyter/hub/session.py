@@ -58,13 +58,14 @@ class HubSession(RemoteSession):
     """
 
     _refresher_name = "mlflow-oidc-hub-session"
-    holder = "The hub"
+    holder = "the hub"
     #: 409: the hub holds no tokens for this user (signed in before the hub kept them); 503: its provider is off.
     login_statuses = frozenset({401, 409, 503})
 
     def __init__(self, settings: Settings, endpoint: HubEndpoint, *, background_refresh: bool = False) -> None:
         super().__init__(settings, background_refresh=background_refresh)
         self.endpoint = endpoint
+        self.holder_url = endpoint.url
 
     def __repr__(self) -> str:
         return f"<HubSession {self.endpoint.url} user={self.endpoint.user} {self._state.value}>"

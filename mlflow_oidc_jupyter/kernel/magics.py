@@ -10,10 +10,14 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, display
 
+from ..broker_contract import LOGOUT_PATH
 from ..errors import ConfigError, OIDCError
 from ..settings import Settings
-from .broker import BrokerSession
-from .login import FLOWS, SCOPE_CACHE, SCOPE_SERVER, KernelLogin, Presenter
+from .choice import FLOWS
+from .login import KernelLogin
+from .markup import link
+from .presenters import Presenter
+from .scope import SCOPE_CACHE, SCOPE_SERVER
 from .text import TextPresenter, render_view
 from .view import describe
 
@@ -112,15 +116,15 @@ class MLflowOIDCMagics(Magics):
         except OIDCError as exc:
             raise UsageError(str(exc)) from None
         print(result.message)
-        if isinstance(self.login.session, BrokerSession) and not args.server:
-            logout = (self.login.ui_url or "/mlflow/") + "oauth/logout"
-            if self._widgets():
-                display(HTML(f'<a href="{logout}" target="_blank">Sign the Jupyter server out of MLflow</a>'))
+        session = self.login.session
+        if session is not None and session.holder is not None and not args.server:
+            if self._widgets() and self.login.ui_url:
+                display(HTML(link(self.login.ui_url + LOGOUT_PATH, "Sign the Jupyter server out of MLflow")))
             return
         end_session_url = result.end_session_url
         if end_session_url:
             if self._widgets():
-                display(HTML(f'<a href="{end_session_url}" target="_blank">Also sign out at the identity provider</a>'))
+                display(HTML(link(end_session_url, "Also sign out at the identity provider")))
             else:
                 print(f"To also end your session at the identity provider, open {end_session_url}")
 
@@ -140,9 +144,10 @@ class MLflowOIDCMagics(Magics):
             now=time.time(),
         )
         print(render_view(view))
-        if isinstance(session, BrokerSession) and session.detached and session.server_identity is not None:
+        holder_identity = session.holder_identity
+        if session.detached and holder_identity is not None:
             print(
-                f"  The Jupyter server is signed in as {session.server_identity.username}; "
+                f"  The Jupyter server is signed in as {holder_identity.username}; "
                 "%mlflow_login uses its sign-in again in this kernel."
             )
 
@@ -172,7 +177,9 @@ class MLflowOIDCMagics(Magics):
 
 
 def refreshed_by(login: KernelLogin) -> str:
-    return "by the Jupyter server" if isinstance(login.session, BrokerSession) else "this kernel"
+    """Who keeps the session's tokens fresh, in the words the views show."""
+    holder = login.session.holder if login.session is not None else None
+    return f"by {holder}" if holder else "this kernel"
 
 
 def make_presenter(login: KernelLogin, *, text: bool) -> Presenter:

@@ -12,6 +12,7 @@ import ipywidgets as widgets
 from ..oidc.client import DeviceAuthorization
 from ..oidc.session import SessionSnapshot, SessionState
 from .links import RunLink
+from .markup import link
 from .ticker import Ticker
 from .view import SessionView, describe, duration
 
@@ -21,10 +22,6 @@ STYLE = (
     ".mlflow-oidc a{color:var(--jp-content-link-color,#1a73e8);text-decoration:underline}"
     ".mlflow-oidc .muted{opacity:.7}.mlflow-oidc .error{color:#b00020}</style>"
 )
-
-
-def _link(url: str, text: str) -> str:
-    return f'<a href="{html.escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">{html.escape(text)}</a>'
 
 
 class LoginWidget(widgets.VBox):
@@ -155,7 +152,7 @@ class LoginWidget(widgets.VBox):
         left = device.expires_at - time.time()
         countdown = f"code expires in {duration(left)}" if left > 0 else "the code has expired"
         body = (
-            f"<div>1. Open {_link(target, device.verification_uri)} (new tab) and sign in.</div>"
+            f"<div>1. Open {link(target, device.verification_uri)} (new tab) and sign in.</div>"
             f"<div>2. Check that it shows this code:</div>"
             f'<div class="code">{html.escape(device.user_code)}</div>'
             f'<div class="muted">Waiting for approval… {countdown}</div>'
@@ -165,7 +162,7 @@ class LoginWidget(widgets.VBox):
     def _render_link(self) -> tuple[str, str, list]:
         assert self._link is not None
         url, note = self._link
-        body = f"<div>{_link(url, 'Sign in')} — {html.escape(note)}</div><div class='muted'>Waiting for sign-in…</div>"
+        body = f"<div>{link(url, 'Sign in')} — {html.escape(note)}</div><div class='muted'>Waiting for sign-in…</div>"
         return "Signing in…", body, [self.cancel_button]
 
     def _render_signed_in(self) -> tuple[str, str, list]:
@@ -174,11 +171,11 @@ class LoginWidget(widgets.VBox):
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in view.lines())
         links = ""
         if view.ui_url:
-            links = _link(view.ui_url, "Open MLflow UI")
+            links = link(view.ui_url, "Open MLflow UI")
             run = self._current_run()
             if run is not None:
                 # Relative to the page showing the notebook: right behind any proxy, base_url or hub prefix.
-                links += f" · {_link(view.ui_url + run.fragment, 'Open this run')} <span class='muted'>"
+                links += f" · {link(view.ui_url + run.fragment, 'Open this run')} <span class='muted'>"
                 links += f"({html.escape(run.run_name)})</span>"
             links = f"<div>{links}</div>"
         # On the server's sign-in the button ends this kernel's use only: say so on it.

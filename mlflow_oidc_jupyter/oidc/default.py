@@ -7,9 +7,12 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from ..broker_contract import broker_from_env
 from ..errors import ConfigError
 from ..hub.contract import HUB_SESSION_ENV
 from ..settings import Settings
+from .broker import BrokerSession
+from .cache import TokenCache
 from .observable import Listener, SessionSnapshot
 from .session import Session
 from .tokens import Identity
@@ -30,6 +33,31 @@ class DefaultSession(Protocol):
     def token_rejected(self, token: str) -> str: ...
 
 
+class AnySession(DefaultSession, Protocol):
+    """What code showing or choosing a session asks of it, whoever holds its tokens: this process (`Session`) or
+    another party (`RemoteSession`: the Jupyter server's `BrokerSession`, the hub's `HubSession`)."""
+
+    @property
+    def holder(self) -> str | None: ...
+    @property
+    def holder_url(self) -> str | None: ...
+    @property
+    def holder_identity(self) -> Identity | None: ...
+    @property
+    def login_url(self) -> str | None: ...
+    @property
+    def ui_url(self) -> str | None: ...
+    @property
+    def detached(self) -> bool: ...
+    @property
+    def cache(self) -> TokenCache | None: ...
+    def attach(self) -> None: ...
+    def sign_out_holder(self) -> None: ...
+    def load_cached(self) -> bool: ...
+    def logout(self, *, revoke: bool = True) -> str | None: ...
+    def close(self) -> None: ...
+
+
 _default: DefaultSession | None = None
 _lock = threading.Lock()
 
@@ -47,17 +75,15 @@ def _session_for_this_process(settings: Settings) -> DefaultSession:
     """Under JupyterHub a kernel uses its server's session through the broker (the hub signed the user in and
     refreshes; never a token cache that may hold someone else); anything else its own session, from the cache."""
     if os.environ.get(HUB_SESSION_ENV) == "1":
-        from ..kernel.broker import BrokerSession, broker_from_env  # a kernel-only path: imported only when used
-
         broker = broker_from_env()
-        if broker is not None and _server_provider_is(settings):
+        if broker is not None and server_provider_is(settings):
             return BrokerSession(settings, *broker)
     session = Session(settings)
     session.load_cached()
     return session
 
 
-def _server_provider_is(settings: Settings) -> bool:
+def server_provider_is(settings: Settings) -> bool:
     """The server exports its issuer and client to its kernels; its session serves only kernels that want those."""
     server_issuer = os.environ.get("MLFLOW_OIDC_ISSUER", "").rstrip("/")
     server_client = os.environ.get("MLFLOW_OIDC_CLIENT_ID", "")

@@ -8,8 +8,13 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ..errors import OIDCError
 from .tokens import Identity
+
+if TYPE_CHECKING:
+    from .cache import TokenCache
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,18 @@ class ObservableSession(abc.ABC):
     #: The refresher thread's name, as seen in thread dumps.
     _refresher_name = "session-refresher"
 
+    # Who holds the tokens, as code showing the session asks (`default.AnySession`): here, this process.
+    #: Who else holds and refreshes the tokens, in words ("the Jupyter server"); None: this process does.
+    holder: str | None = None
+    #: Where that holder answers (None: no holder).
+    holder_url: str | None = None
+    #: Where to sign in at the holder (a path on the origin the browser uses), when it said.
+    login_url: str | None = None
+    #: The MLflow UI as the holder's users reach it, when it said (links printed for them).
+    ui_url: str | None = None
+    #: The token cache this session shares with other processes (None: memory only).
+    cache: TokenCache | None = None
+
     def __init__(self, *, background_refresh: bool = True) -> None:
         self.background_refresh = background_refresh
         self._lock = threading.RLock()
@@ -82,6 +99,24 @@ class ObservableSession(abc.ABC):
     @property
     def signed_in(self) -> bool:
         return self.snapshot().signed_in
+
+    @property
+    def holder_identity(self) -> Identity | None:
+        """Who the holder is signed in as, whether or not this process uses its session (None: no holder)."""
+        return None
+
+    @property
+    def detached(self) -> bool:
+        """True after this process stopped using the holder's session (until `attach()`)."""
+        return False
+
+    def attach(self) -> None:
+        """Use the holder's session again after a sign-out here; nothing to do without a holder."""
+        return None
+
+    def sign_out_holder(self) -> None:
+        """Sign the holder out, for everyone using its session."""
+        raise OIDCError("This session's tokens are held here: there is no other party to sign out.")
 
     @abc.abstractmethod
     def snapshot(self) -> SessionSnapshot: ...

@@ -34,8 +34,8 @@ class RemoteSession(ObservableSession):
 
     #: Statuses that mean "the holder has no sign-in for us" (sign in there again).
     login_statuses: frozenset[int] = frozenset({401})
-    #: Who holds the tokens, as messages name it.
-    holder = "The token holder"
+    #: Who holds the tokens, as messages name it (lower case: it may stand inside a sentence).
+    holder: str | None = "the token holder"
 
     def __init__(self, settings: Any, *, background_refresh: bool) -> None:
         super().__init__(background_refresh=background_refresh)
@@ -57,6 +57,15 @@ class RemoteSession(ObservableSession):
     @abc.abstractmethod
     def _digest(self, token: str) -> str:
         """How the holder wants a refused token named (never the token itself)."""
+
+    def _heard(self, body: dict[str, Any]) -> None:
+        """Every answer of the holder passes here (a subclass may keep more of it than the token; never a token)."""
+
+    @property
+    def _holder_said(self) -> str:
+        """The holder's name at the start of a sentence."""
+        holder = self.holder or "the token holder"
+        return holder[:1].upper() + holder[1:]
 
     # -- observing -------------------------------------------------------------------------------------------
 
@@ -123,6 +132,7 @@ class RemoteSession(ObservableSession):
                 body = response.json()
             except ValueError:
                 body = {}  # not JSON: reported below by its status
+            self._heard(body)
             if response.status_code == 200 and body.get("access_token"):
                 return self._take(body)
             message = str(body.get("message") or f"HTTP {response.status_code}")
@@ -131,13 +141,13 @@ class RemoteSession(ObservableSession):
                 had_token = self._token is not None
                 with self._lock:
                     self._token = None
-                reason = f"{self.holder} is not signed in to MLflow: {message}"
+                reason = f"{self._holder_said} is not signed in to MLflow: {message}"
                 self._set_state(SessionState.LOGIN_REQUIRED if had_token else SessionState.SIGNED_OUT, reason)
                 raise LoginRequired(reason)
             if response.status_code == 502:
                 self._set_state(SessionState.REFRESH_FAILING if self._token else self._state, message)
-                raise TokenRefreshFailed(f"{self.holder} could not refresh its token: {message}")
-            raise OIDCError(f"{self.holder} refused this token request: {message}")
+                raise TokenRefreshFailed(f"{self._holder_said} could not refresh its token: {message}")
+            raise OIDCError(f"{self._holder_said} refused this token request: {message}")
 
     def _take(self, body: dict[str, Any]) -> str:
         with self._lock:
@@ -160,7 +170,7 @@ class RemoteSession(ObservableSession):
             self._token = None
         self._set_state(SessionState.SIGNED_OUT)
 
-    def logout(self, **_: object) -> str | None:
+    def logout(self, **_: Any) -> str | None:
         """Signing out is the holder's: forget here; the caller sends the browser to the holder's sign-out."""
         self.forget()
         return None

@@ -13,6 +13,7 @@ from jupyter_server.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, List, Unicode
 
+from ..broker_contract import BROKER_PATH, DEFAULT_PREFIX
 from ..errors import ConfigError, OIDCError
 from ..hub.session import HubEndpoint, HubSession
 from ..oidc.session import Session
@@ -59,7 +60,9 @@ class MLflowOIDC(ExtensionApp):
         "CA bundle (PEM file) for HTTPS to the identity provider and the tracking server "
         "(default: MLFLOW_OIDC_CA_BUNDLE; else the system's CAs)."
     )
-    prefix = Unicode("mlflow", help="Path under the server's base_url where the MLflow UI is served.").tag(config=True)
+    prefix = Unicode(DEFAULT_PREFIX, help="Path under the server's base_url where the MLflow UI is served.").tag(
+        config=True
+    )
     connect_timeout = Float(10.0, help="Seconds to wait for a connection to the tracking server.").tag(config=True)
     request_timeout = Float(
         3600.0, help="Seconds one proxied request may take in total (large artifacts take long)."
@@ -83,7 +86,7 @@ class MLflowOIDC(ExtensionApp):
         self.config_problem: str | None = None
         self.broker_secret = secrets.token_urlsafe(32)
         self.pending = PendingSignIns()
-        self.prefix = self.prefix.strip("/") or "mlflow"
+        self.prefix = self.prefix.strip("/") or DEFAULT_PREFIX
         try:
             # Started by a hub with `configure_hub`: the hub signed the user in and keeps the tokens.
             self.hub = HubEndpoint.from_env()
@@ -150,7 +153,7 @@ class MLflowOIDC(ExtensionApp):
                 (rf"/{p}/oauth/callback", CallbackHandler, context),
                 (rf"/{p}/oauth/logout", LogoutHandler, context),
                 (rf"/{p}/oauth/status", StatusHandler, context),
-                (rf"/{p}/oauth/broker", broker.BrokerHandler, context),
+                (rf"/{p}/{BROKER_PATH}", broker.BrokerHandler, context),
                 (rf"/{p}/{SCRIPT_ROUTE}", OverlayScriptHandler, context),
                 (rf"/{p}/(.*)", ProxyHandler, context),
             ]

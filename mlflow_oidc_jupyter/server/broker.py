@@ -1,22 +1,7 @@
 """The kernel broker: kernels of this server get the server session's access token, so only the server refreshes.
 
-Contract (the kernel side lives in the MLflow plugin / magics):
-
-- The server exports, before any kernel starts, ``MLFLOW_OIDC_BROKER_URL`` (loopback URL of this endpoint) and
-  ``MLFLOW_OIDC_BROKER_SECRET`` (random per server start). Kernels inherit both.
-- ``GET $MLFLOW_OIDC_BROKER_URL`` with header ``X-MLflow-OIDC-Broker: $MLFLOW_OIDC_BROKER_SECRET``:
-  200 ``{"access_token", "token_type": "Bearer", "expires_at": <epoch s>, "identity": {...}}`` — a token valid for
-  at least the session's refresh margin; 401 ``{"error": "login_required", "message", "login_url"}`` when the
-  server is signed out (``login_url`` is a path on the Jupyter server: open it in the browser that shows
-  JupyterLab); 403 ``{"error": "forbidden"}`` for a wrong secret; 503 ``{"error": "not_configured"}``.
-- ``?rejected=<sha256 hex of a token the tracking server answered 401 to>``: the server refreshes once unless it
-  already replaced that token, and answers with the new one.
-- Every answer also carries the session's state (no token): ``version``, ``state``, ``signed_in``, ``identity``,
-  ``access_expires_at``, ``refresh_expires_at``, ``issued_at``, ``refresh_count``, ``message``, and ``ui_url`` (the
-  MLflow UI as the user's browser last reached it: links printed in notebooks).
-- ``?peek=1&since=<version>&wait=<seconds>``: only the state, answered once it differs from ``version`` (a long
-  poll): how kernels learn at once that the server signed in or out.
-- ``DELETE``: sign the server out (refresh token revoked): the MLflow UI and every kernel using it.
+The contract (env vars, the secret header, paths, answers) is `mlflow_oidc_jupyter/broker_contract.py`; the
+kernel side is `oidc/broker.py`'s `BrokerSession`.
 """
 
 from __future__ import annotations
@@ -30,15 +15,10 @@ from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 
+from ..broker_contract import BROKER_PATH, SECRET_ENV, SECRET_HEADER, UI_URL_ENV, URL_ENV, ui_url
 from ..errors import LoginRequired, OIDCError
 from ..settings import ENV_VARS
 from .handlers import MLflowHandler
-
-URL_ENV = "MLFLOW_OIDC_BROKER_URL"
-SECRET_ENV = "MLFLOW_OIDC_BROKER_SECRET"  # noqa: S105 - the name of the variable, not a secret
-SECRET_HEADER = "X-MLflow-OIDC-Broker"  # noqa: S105 - a header name
-#: The MLflow UI's absolute URL as this server knows it at start (kernels print run links to it).
-UI_URL_ENV = "MLFLOW_OIDC_UI_URL"
 
 
 def local_url(ext: Any) -> str | None:
@@ -53,7 +33,7 @@ def local_url(ext: Any) -> str | None:
         ip = "::1"
     host = f"[{ip}]" if ":" in ip else ip
     scheme = "https" if app.certfile else "http"
-    return f"{scheme}://{host}:{app.port}{ext.public_path('oauth', 'broker')}"
+    return f"{scheme}://{host}:{app.port}{ext.public_path(BROKER_PATH)}"
 
 
 def export_environment(ext: Any, environ: MutableMapping[str, str]) -> None:
@@ -64,7 +44,7 @@ def export_environment(ext: Any, environ: MutableMapping[str, str]) -> None:
         return
     environ[URL_ENV] = url
     environ[SECRET_ENV] = ext.broker_secret
-    environ[UI_URL_ENV] = url[: -len("oauth/broker")]
+    environ[UI_URL_ENV] = ui_url(url)
     settings = ext.oidc_settings
     # Defaults only: a kernel-side setting the user chose wins.
     environ.setdefault(ENV_VARS["issuer"], settings.issuer)

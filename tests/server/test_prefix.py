@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from .kernels import run_in_kernel
+from ..support.kernels import run_in_kernel
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_the_sign_in_and_status_live_under_the_prefix(lab):
 
 def test_kernels_find_the_sign_in_page_under_the_prefix(lab):
     out = run_in_kernel(lab, """
-from mlflow_oidc_jupyter.kernel.broker import broker_from_env, server_paths
+from mlflow_oidc_jupyter.broker_contract import broker_from_env, server_paths
 login_path, ui_path = server_paths(broker_from_env()[0])
 print(ui_path, login_path)
 """)  # fmt: skip

@@ -1,49 +1,29 @@
-"""The kernel side of the Jupyter server's broker: the server's session, seen from one of its kernels."""
+"""The session of the Jupyter server that started this process, asked of its broker (see `broker_contract`)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
+from ..broker_contract import SECRET_HEADER, WATCH_WAIT, server_paths
 from ..errors import LoginRequired, OIDCError, TokenRefreshFailed
-from ..oidc.backoff import backoff_delay
-from ..oidc.observable import ObservableSession, SessionSnapshot, SessionState
-from ..oidc.tokens import Identity
 from ..settings import Settings
+from .backoff import backoff_delay
+from .observable import SessionSnapshot, SessionState
+from .remote import RemoteSession
+from .tokens import Identity
 
 logger = logging.getLogger(__name__)
 
-# Contract: mlflow_oidc_jupyter/server/broker.py (the server exports these before it starts kernels).
-URL_ENV = "MLFLOW_OIDC_BROKER_URL"
-SECRET_ENV = "MLFLOW_OIDC_BROKER_SECRET"  # noqa: S105 - the variable's name
-SECRET_HEADER = "X-MLflow-OIDC-Broker"  # noqa: S105 - a header name
-UI_URL_ENV = "MLFLOW_OIDC_UI_URL"
-#: How long one watch request may wait on the server for a change (seconds).
-WATCH_WAIT = 25.0
 
-
-def broker_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
-    """(url, secret) when this kernel was started by a Jupyter server with the extension."""
-    env = os.environ if env is None else env
-    url, secret = env.get(URL_ENV), env.get(SECRET_ENV)
-    return (url, secret) if url and secret else None
-
-
-def server_paths(broker_url: str) -> tuple[str, str]:
-    """(login path, UI path) on the Jupyter server, relative to the origin the browser already uses."""
-    path = urlsplit(broker_url).path
-    prefix = path[: -len("oauth/broker")] if path.endswith("oauth/broker") else "/mlflow/"
-    return prefix + "oauth/login", prefix
-
-
-class BrokerSession(ObservableSession):
+class BrokerSession(RemoteSession):
     """Duck-types the core `Session` for the MLflow plugin and the widget; the server owns and refreshes tokens.
 
     The kernel never sees a refresh token: it asks the broker for an access token when its copy is near
@@ -55,26 +35,18 @@ class BrokerSession(ObservableSession):
     """
 
     _refresher_name = "mlflow-oidc-broker"
+    holder = "the Jupyter server"
 
     def __init__(self, settings: Settings, url: str, secret: str, *, background_refresh: bool = True) -> None:
-        super().__init__(background_refresh=background_refresh)
-        self.settings = settings
-        self.url = url
+        super().__init__(settings, background_refresh=background_refresh)
+        self.url = self.holder_url = url
         self._secret = secret
-        self._http = requests.Session()
-        self._fetch_lock = threading.Lock()
-        self._token: str | None = None
-        self._fetched_at = 0.0
-        self._expires_at: float | None = None
-        self._identity: Identity | None = None
         self._renewal_failures = 0  # the refresher thread's own count
-        self._server: dict = {}  # the server session's last known state (never a token)
+        self._server: dict[str, Any] = {}  # the server session's last known state (never a token)
         self._version = 0
         self._detached = False
         self._watcher: threading.Thread | None = None
-        self.login_url: str | None = None
-        self.ui_url: str | None = None
-        self.refresh_count = 0
+        self.login_url = server_paths(url)[0]
 
     def __repr__(self) -> str:
         user = self._identity.username if self._identity else None
@@ -83,65 +55,48 @@ class BrokerSession(ObservableSession):
     # -- observing -------------------------------------------------------------------------------------------
 
     @property
-    def identity(self) -> Identity | None:
-        return self._identity if self._token else None
-
-    @property
     def detached(self) -> bool:
         return self._detached
 
     @property
-    def server_identity(self) -> Identity | None:
+    def holder_identity(self) -> Identity | None:
         """Who the server is signed in as, whether or not this kernel uses it."""
         data = self._server.get("identity")
         return Identity.from_dict(data) if data and self._server.get("signed_in") else None
 
     def snapshot(self) -> SessionSnapshot:
         with self._lock:
+            snapshot = super().snapshot()
+            if self._token is None:
+                return snapshot
             server = self._server
-            signed_in = self._token is not None
-            return SessionSnapshot(
-                state=self._state,
-                issuer=self.settings.issuer,
-                client_id=self.settings.client_id,
-                identity=self.identity,
-                access_expires_at=self._expires_at if signed_in else None,
-                refresh_expires_at=server.get("refresh_expires_at") if signed_in else None,
-                refresh_count=int(server.get("refresh_count") or 0) if signed_in else 0,
-                message=self._message,
-                issued_at=server.get("issued_at") if signed_in else None,
+            return replace(
+                snapshot,
+                refresh_expires_at=server.get("refresh_expires_at"),
+                refresh_count=int(server.get("refresh_count") or 0),
+                issued_at=server.get("issued_at"),
             )
 
     # -- tokens ----------------------------------------------------------------------------------------------
 
-    def _fresh(self) -> bool:
-        if not self._token or self._expires_at is None:
-            return False
-        lifetime = max(0.0, self._expires_at - self._fetched_at)
-        return self._expires_at - time.time() > min(self.settings.refresh_margin / 2, 0.2 * lifetime)
+    def _digest(self, token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
 
-    def access_token(self) -> str:
-        """The server session's access token, fetched again when this kernel's copy is near expiry."""
-        token = self._token
-        if token and self._fresh():
-            return token
-        return self._fetch()
-
-    def token_rejected(self, token: str) -> str:
-        """The tracking server answered 401 to `token`: ask the server to refresh unless it already did."""
-        return self._fetch(rejected=hashlib.sha256(token.encode()).hexdigest())
-
-    def refresh(self) -> None:
-        """Fetch the server session's current token now."""
-        self._fetch()
-
-    def load_cached(self) -> bool:
-        """True when the server is signed in (the kernel then uses its session)."""
+    def _request(self, rejected: str | None) -> requests.Response:
         try:
-            self._fetch()
-        except LoginRequired:
-            return False
-        return True
+            return self._http.get(
+                self.url,
+                params={"rejected": rejected} if rejected else None,
+                headers={SECRET_HEADER: self._secret},
+                # The server's session may wait for an unreachable provider up to the patience: so do we.
+                timeout=(self.settings.timeout, self.settings.timeout + self.settings.patience + 20),
+            )
+        except requests.RequestException as exc:
+            origin = "://".join(urlsplit(self.url)[:2])
+            raise TokenRefreshFailed(
+                f"The Jupyter server at {origin} cannot be reached for a token ({type(exc).__name__}); "
+                "is it still running?"
+            ) from None
 
     def _fetch(self, rejected: str | None = None) -> str:
         if self._detached:
@@ -149,60 +104,18 @@ class BrokerSession(ObservableSession):
                 "This kernel was signed out of MLflow with %mlflow_logout; run %mlflow_login to use the Jupyter "
                 "server's sign-in again."
             )
-        with self._fetch_lock:
-            if rejected is None and self._token and self._fresh():
-                return self._token  # another thread fetched while we waited
-            try:
-                response = self._http.get(
-                    self.url,
-                    params={"rejected": rejected} if rejected else None,
-                    headers={SECRET_HEADER: self._secret},
-                    # The server's session may wait for an unreachable provider up to the patience: so do we.
-                    timeout=(self.settings.timeout, self.settings.timeout + self.settings.patience + 20),
-                )
-                body = response.json()
-            except (requests.RequestException, ValueError) as exc:
-                self._set_state(
-                    SessionState.REFRESH_FAILING if self._token else self._state,
-                    f"The Jupyter server's sign-in broker cannot be reached ({type(exc).__name__}).",
-                )
-                raise TokenRefreshFailed(
-                    f"The Jupyter server at {self.url.split('/mlflow/')[0]} cannot be reached for a token "
-                    f"({type(exc).__name__}); is it still running?"
-                ) from None
-            self._absorb(body)
-            if response.status_code == 200 and body.get("access_token"):
-                with self._lock:
-                    changed = body["access_token"] != self._token
-                    self._token = body["access_token"]
-                    self._fetched_at = time.time()
-                    self._expires_at = float(body.get("expires_at") or time.time() + 60)
-                    if body.get("identity"):
-                        self._identity = Identity.from_dict(body["identity"])
-                    if changed and self._state in (SessionState.SIGNED_IN, SessionState.REFRESH_FAILING):
-                        self.refresh_count += 1
-                self._set_state(SessionState.SIGNED_IN)
-                self._start_refresher()
-                self._start_watcher()
-                return self._token
-            message = str(body.get("message") or f"HTTP {response.status_code}")
-            if response.status_code == 401:
-                self.login_url = body.get("login_url") or self.login_url
-                was_signed_in = self._token is not None
-                with self._lock:
-                    self._token = None
-                self._set_state(
-                    SessionState.LOGIN_REQUIRED if was_signed_in else SessionState.SIGNED_OUT,
-                    f"The Jupyter server is not signed in to MLflow: {message}",
-                )
-                self._start_watcher()
-                raise LoginRequired(f"The Jupyter server is not signed in to MLflow ({message}).")
-            if response.status_code == 502:
-                self._set_state(SessionState.REFRESH_FAILING if self._token else self._state, message)
-                raise TokenRefreshFailed(f"The Jupyter server could not refresh its token: {message}")
-            raise OIDCError(f"The Jupyter server's sign-in broker refused this kernel: {message}")
+        try:
+            return super()._fetch(rejected)
+        except LoginRequired:
+            self._start_watcher()  # tells this kernel the moment the server is signed in again
+            raise
 
-    def _absorb(self, body: dict) -> None:
+    def _take(self, body: dict[str, Any]) -> str:
+        token = super()._take(body)
+        self._start_watcher()
+        return token
+
+    def _heard(self, body: dict[str, Any]) -> None:
         """Keep the server's state (without its token) from any broker answer."""
         state = {k: v for k, v in body.items() if k not in ("access_token", "token_type")}
         if "version" not in state:
@@ -235,18 +148,16 @@ class BrokerSession(ObservableSession):
                     headers={SECRET_HEADER: self._secret},
                     timeout=WATCH_WAIT + self.settings.timeout + 10,
                 )
-                body = response.json()
+                body = response.json() if response.status_code == 200 else None
             except (requests.RequestException, ValueError):
-                failures += 1
-                self._stop.wait(min(30.0, 2.0**failures))
-                continue
-            if response.status_code != 200:
+                body = None
+            if body is None:
                 failures += 1
                 self._stop.wait(min(30.0, 2.0**failures))
                 continue
             failures = 0
             before = self._server.get("signed_in"), (self._server.get("identity") or {}).get("subject")
-            self._absorb(body)
+            self._heard(body)
             after = body.get("signed_in"), (body.get("identity") or {}).get("subject")
             if self._stop.is_set() or self._detached:
                 continue
@@ -289,11 +200,7 @@ class BrokerSession(ObservableSession):
             if self._state == SessionState.SIGNED_OUT:
                 self._message = None
 
-    def logout(self, **_: object) -> None:
-        self.detach()
-        return None
-
-    def sign_out_server(self) -> None:
+    def sign_out_holder(self) -> None:
         """Sign the Jupyter server out of MLflow: the MLflow UI and every kernel using its session."""
         try:
             response = self._http.delete(
@@ -306,7 +213,7 @@ class BrokerSession(ObservableSession):
             ) from None
         if response.status_code != 200:
             raise OIDCError(f"The Jupyter server refused to sign out: {body.get('message') or response.status_code}")
-        self._absorb(body)
+        self._heard(body)
         with self._lock:
             self._token = None
         self._set_state(SessionState.LOGIN_REQUIRED, "The Jupyter server was signed out of MLflow.")
@@ -321,9 +228,7 @@ class BrokerSession(ObservableSession):
         expires_at = self._expires_at
         if not self._token or expires_at is None:
             return None
-        lifetime = max(1.0, expires_at - self._fetched_at)
-        due = expires_at - min(self.settings.refresh_margin / 2, 0.2 * lifetime)
-        delay = max(due - time.time(), backoff_delay(self._renewal_failures))
+        delay = max(self._renew_at(expires_at) - time.time(), backoff_delay(self._renewal_failures))
         # Wait here, not in the loop: once the pause is over, renew without asking again whether it is due.
         if (delay > 0 and self._wake.wait(delay)) or self._stop.is_set():
             return 0.0
@@ -339,7 +244,7 @@ class BrokerSession(ObservableSession):
         return 0.0
 
 
-def server_state(url: str, secret: str, timeout: float = 10.0) -> dict | None:
+def server_state(url: str, secret: str, timeout: float = 10.0) -> dict[str, Any] | None:
     """The server session's state (never a token) right now, or None when the server cannot tell."""
     try:
         response = requests.get(url, params={"peek": "1"}, headers={SECRET_HEADER: secret}, timeout=timeout)
