@@ -1,8 +1,9 @@
 """MLflow's run links pointed at Jupyter's `/mlflow/` UI, and the runs this kernel starts told to its widgets.
 
-MLflow prints "View run ... at <tracking URI>/#/..." after each run; behind an identity-aware proxy that address
-answers a browser with a JSON 401. The UI the user can open is the Jupyter server's `{base_url}mlflow/`. MLflow
-has no hook for these lines, so two of its client methods are wrapped while a kernel login is active.
+MLflow prints "View run ... at <tracking URI>/#/..." when a run ends; behind an identity-aware proxy that address
+answers a browser with a JSON 401. The UI the user can open is the Jupyter server's `{base_url}{prefix}/`. MLflow
+has no hook for these lines, so two public methods of `MlflowClient` (which `mlflow.start_run`/`end_run` use) are
+wrapped while a kernel login is active.
 """
 
 from __future__ import annotations
@@ -61,42 +62,36 @@ class RunLinks:
     def install(self) -> None:
         if self._originals:
             return
-        try:
-            from mlflow.tracking._tracking_service.client import TrackingServiceClient
-        except ImportError:  # MLflow moved it: links stay as MLflow prints them
-            logger.info("MLflow's tracking client not found; run links are not rewritten")
-            return
-        for name, wrap in (("_log_url", self._wrap_log_url), ("create_run", self._wrap_create_run)):
-            original = getattr(TrackingServiceClient, name, None)
-            if original is not None:
-                self._originals[name] = original
-                setattr(TrackingServiceClient, name, wrap(original))
+        from mlflow import MlflowClient
+
+        for name, wrap in (("set_terminated", self._wrap_set_terminated), ("create_run", self._wrap_create_run)):
+            original = getattr(MlflowClient, name)
+            self._originals[name] = original
+            setattr(MlflowClient, name, wrap(original))
 
     def uninstall(self) -> None:
         if not self._originals:
             return
-        from mlflow.tracking._tracking_service.client import TrackingServiceClient
+        from mlflow import MlflowClient
 
         for name, original in self._originals.items():
-            setattr(TrackingServiceClient, name, original)
+            setattr(MlflowClient, name, original)
         self._originals.clear()
 
-    def _wrap_log_url(self, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_set_terminated(self, original: Callable[..., Any]) -> Callable[..., Any]:
         links = self
 
         @functools.wraps(original)
-        def _log_url(client: Any, run_id: str) -> Any:
+        def set_terminated(client: Any, *args: Any, **kwargs: Any) -> Any:
             ui = links._ui_url()
-            try:
-                host = client.store.get_host_creds().host.rstrip("/")
-            except Exception:
-                ui = None
             if not ui:
-                return original(client, run_id)
+                return original(client, *args, **kwargs)
+            # MLflow prints the run's address at the tracking URI it uses (`client.tracking_uri`).
+            host = client.tracking_uri.rstrip("/")
             with contextlib.redirect_stdout(_Rewriting(sys.stdout, f"{host}/#/", f"{ui}#/")):
-                return original(client, run_id)
+                return original(client, *args, **kwargs)
 
-        return _log_url
+        return set_terminated
 
     def _wrap_create_run(self, original: Callable[..., Any]) -> Callable[..., Any]:
         links = self
