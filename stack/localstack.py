@@ -72,31 +72,27 @@ class ExternalProvider:
     client_id: str = "jupyter"
 
 
+class _RunFile:
+    """A file of the run folder, by its name (a read-only attribute of `Layout`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layout: Layout, owner: type | None = None) -> Path:
+        return layout.run_dir / self.name
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where one stack instance keeps its state, config and logs."""
 
     run_dir: Path
 
-    @property
-    def state(self) -> Path:
-        return self.run_dir / "state.json"
-
-    @property
-    def endpoints(self) -> Path:
-        return self.run_dir / "endpoints.json"
-
-    @property
-    def idp_config(self) -> Path:
-        return self.run_dir / "idp.json"
-
-    @property
-    def secrets(self) -> Path:
-        return self.run_dir / "secrets.json"
-
-    @property
-    def mlflow_socket(self) -> Path:
-        return self.run_dir / "mlflow.sock"
+    state = _RunFile("state.json")
+    endpoints = _RunFile("endpoints.json")
+    idp_config = _RunFile("idp.json")
+    secrets = _RunFile("secrets.json")
+    mlflow_socket = _RunFile("mlflow.sock")
 
     def log(self, component: str) -> Path:
         return self.run_dir / "logs" / f"{component}.log"
