@@ -5,26 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from .server.conftest import start_jupyter  # noqa: F401 - the server tests' Jupyter fixture
-from .server.kernels import run_in_kernel
+from .support.kernels import run_in_kernel
+from .support.lab import open_notebook, run_cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def run_cell(page, cell) -> None:
-    """Click into the cell and press Shift+Enter until its prompt shows it ran or runs (JupyterLab may still load)."""
-    for _ in range(5):
-        cell.locator(".cm-content").click()
-        page.keyboard.press("Shift+Enter")
-        try:
-            cell.locator(".jp-InputPrompt").filter(has_text=re.compile(r"\[[*0-9]+\]")).wait_for(timeout=5_000)
-            return
-        except PlaywrightTimeout:
-            continue
-    raise AssertionError("the cell never started")
 
 
 @pytest.fixture(scope="module")
@@ -35,29 +21,18 @@ def lab(start_jupyter):  # noqa: F811
 
 def test_sign_in_from_the_widget_then_the_next_cell_logs_a_metric(lab, chromium, stack, artifacts_dir):
     server = lab
-    notebook = new_notebook(
-        cells=[
-            new_code_cell("%load_ext mlflow_oidc_jupyter\n%mlflow_login"),
-            new_code_cell(
-                "import mlflow\n"
-                "mlflow.set_experiment('jupyterlab-e2e')\n"
-                "with mlflow.start_run() as run:\n"
-                "    mlflow.log_metric('accuracy', 0.93)\n"
-                "print('RUN', run.info.run_id)"
-            ),
-        ],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    )
-    put = server.http().put(server.url + "api/contents/e2e.ipynb",
-                            json={"type": "notebook", "content": notebook}, timeout=30)  # fmt: skip
-    put.raise_for_status()
+    sources = [
+        "%load_ext mlflow_oidc_jupyter\n%mlflow_login",
+        "import mlflow\n"
+        "mlflow.set_experiment('jupyterlab-e2e')\n"
+        "with mlflow.start_run() as run:\n"
+        "    mlflow.log_metric('accuracy', 0.93)\n"
+        "print('RUN', run.info.run_id)",
+    ]
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
-        page.goto(f"{server.url}lab/tree/e2e.ipynb?token={server.token}")
-        cells = page.locator(".jp-Notebook .jp-Cell")
-        cells.nth(1).wait_for(timeout=60_000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
+        cells = open_notebook(server, page, "e2e.ipynb", sources)
 
         run_cell(page, cells.nth(0))
         sign_in = page.locator(".mlflow-oidc a", has_text="Sign in")

@@ -12,7 +12,6 @@ import mlflow
 import pytest
 import requests
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -22,6 +21,7 @@ from mlflow_oidc_jupyter.oidc.default import peek_default_session
 
 from .support.idp_pages import approve_device, authorize
 from .support.oidc_sessions import device_sign_in, settings_for
+from .support.shells import extension_shell
 
 DEVICE_LINK = re.compile(r"open (http://\S+/device\S*)")
 BROWSER_LINK = re.compile(r"open (http://\S+/auth\?\S+)")
@@ -61,14 +61,8 @@ class Terminal:
 @pytest.fixture
 def shell(kernel_env, monkeypatch, stack):
     """A real IPython shell with the extension loaded; stdout is a terminal that approves prompts as bob."""
-    ip = InteractiveShell.instance()
-    ip.terminal = Terminal(stack)
-    ip.run_line_magic("load_ext", "mlflow_oidc_jupyter")
-    try:
+    with extension_shell(Terminal(stack)) as ip:
         yield ip
-    finally:
-        ip.run_line_magic("unload_ext", "mlflow_oidc_jupyter")
-        mlflow.set_tracking_uri(None)
 
 
 def test_bare_login_with_env_settings_makes_plain_mlflow_calls_authenticated(shell, stack):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ..server.kernels import run_in_kernel
+from ..support.kernels import run_in_kernel
 from .conftest import forget_refresh_tokens, sign_in_again
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

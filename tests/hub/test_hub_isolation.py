@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from ..keycloak.pages import confirm_logout_if_asked
-from ..server.kernels import run_in_kernel
+from ..support.kernels import run_in_kernel
 from .conftest import ACCESS_TOKEN_TTL, ProviderRecord, is_keycloak, sign_in_again, sign_in_at_provider
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -6,10 +6,9 @@ import contextlib
 import re
 import threading
 
-import mlflow
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
+from ..support.shells import extension_shell
 from . import http_pages
 from .conftest import ROLES_CLAIM, KeycloakStack
 
@@ -48,13 +47,8 @@ def shell(keycloak, isolated_home, monkeypatch):
     monkeypatch.setenv("MLFLOW_OIDC_CLIENT_ID", "jupyter")
     monkeypatch.setenv("MLFLOW_OIDC_AUDIENCE", keycloak.endpoints["audience"])
     monkeypatch.setenv("MLFLOW_OIDC_ROLES_CLAIM", ",".join(ROLES_CLAIM))
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "mlflow_oidc_jupyter")
-    try:
+    with extension_shell() as ip:
         yield ip
-    finally:
-        ip.run_line_magic("unload_ext", "mlflow_oidc_jupyter")
-        mlflow.set_tracking_uri(None)
 
 
 def test_whoami_shows_keycloak_roles_and_its_session_expiry(shell, keycloak):

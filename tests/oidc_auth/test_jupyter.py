@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from ..server.kernels import run_in_kernel
+from ..support.kernels import run_in_kernel
 from .conftest import sign_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from ..conftest import launch_chromium
+from ..support.kernels import run_in_kernel
 from .conftest import browser_sign_in
-from .kernels import run_in_kernel
 from .test_broker import ASK_BROKER
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

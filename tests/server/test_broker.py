@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from .kernels import run_in_kernel
+from ..support.kernels import run_in_kernel
 
 pytestmark = pytest.mark.slow
 

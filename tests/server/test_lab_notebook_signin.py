@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
-from ..test_kernel_jupyterlab import run_cell
+from ..support.lab import open_notebook, run_cell
 from .test_lab_browser import STATUS_ITEM, idp_login, palette
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -24,22 +23,10 @@ def test_the_widget_follows_the_server_and_logout_in_a_notebook_ends_only_its_ow
 ):
     server = start_jupyter(app="jupyterlab")
     server.sign_in(stack, "alice")
-    notebook = new_notebook(
-        cells=[new_code_cell(c) for c in CELLS],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    )
-    server.http().put(server.url + "api/contents/model.ipynb", json={"type": "notebook", "content": notebook},
-                      timeout=30).raise_for_status()  # fmt: skip
     context = chromium.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     try:
-        page.goto(f"{server.url}lab/tree/model.ipynb?token={server.token}")
-        cells = page.locator(".jp-Notebook .jp-Cell")
-        cells.nth(2).wait_for(timeout=60_000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
-        chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
-        if chooser.is_visible():
-            chooser.get_by_role("button", name="Select").click()
+        cells = open_notebook(server, page, "model.ipynb", CELLS)
 
         run_cell(page, cells.nth(0))
         widget = page.locator(".mlflow-oidc")

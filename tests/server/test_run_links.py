@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
-from ..test_kernel_jupyterlab import run_cell
-from .kernels import run_in_kernel
+from ..support.kernels import run_in_kernel
+from ..support.lab import open_notebook, run_cell
 
 pytestmark = pytest.mark.slow
 
@@ -43,28 +42,15 @@ def test_in_jupyterlab_the_printed_link_and_the_widgets_open_this_run_show_the_r
 ):
     server = start_jupyter(app="jupyterlab", base_url="/lab-base/")
     server.sign_in(stack, "alice")
-    notebook = new_notebook(
-        cells=[
-            new_code_cell("%load_ext mlflow_oidc_jupyter\n%mlflow_login"),
-            new_code_cell(
-                "import mlflow\nmlflow.set_experiment('links-lab')\n"
-                "with mlflow.start_run(run_name='clicked') as run:\n    mlflow.log_metric('x', 1.0)"
-            ),
-        ],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    )
-    server.http().put(server.url + "api/contents/links.ipynb", json={"type": "notebook", "content": notebook},
-                      timeout=30).raise_for_status()  # fmt: skip
+    sources = [
+        "%load_ext mlflow_oidc_jupyter\n%mlflow_login",
+        "import mlflow\nmlflow.set_experiment('links-lab')\n"
+        "with mlflow.start_run(run_name='clicked') as run:\n    mlflow.log_metric('x', 1.0)",
+    ]
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
-        page.goto(f"{server.url}lab/tree/links.ipynb?token={server.token}")
-        cells = page.locator(".jp-Notebook .jp-Cell")
-        cells.nth(1).wait_for(timeout=60_000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
-        chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
-        if chooser.is_visible():  # JupyterLab sometimes asks although the notebook names its kernel
-            chooser.get_by_role("button", name="Select").click()
+        cells = open_notebook(server, page, "links.ipynb", sources)
         run_cell(page, cells.nth(0))
         widget = page.locator(".mlflow-oidc")
         widget.get_by_text("Signed in as alice").wait_for(timeout=60_000)

@@ -19,8 +19,9 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_oidc_jupyter.errors import LoginRequired
 
+from ..support.kernels import run_in_kernel
+from ..support.shells import extension_shell
 from ..test_kernel_magics import Terminal
-from .kernels import run_in_kernel
 
 pytestmark = pytest.mark.slow
 
@@ -44,14 +45,8 @@ def shell(alice_server, stack, isolated_home, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_OIDC_AUDIENCE", stack.endpoints["audience"])
-    ip = InteractiveShell.instance()
-    ip.terminal = Terminal(stack, user="bob")
-    ip.run_line_magic("load_ext", "mlflow_oidc_jupyter")
-    try:
+    with extension_shell(Terminal(stack, user="bob")) as ip:
         yield ip
-    finally:
-        ip.run_line_magic("unload_ext", "mlflow_oidc_jupyter")
-        mlflow.set_tracking_uri(None)
 
 
 ASK_BROKER_STATUS = """

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
+from ..support.kernels import run_in_kernel
 from .conftest import browser_sign_in
-from .kernels import run_in_kernel
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

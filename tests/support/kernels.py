@@ -1,4 +1,4 @@
-"""Run code in a kernel started by a Jupyter server (so it inherits the server's environment), over its websocket."""
+"""Run code in a new kernel of a running Jupyter server (it inherits the server's environment), over its websocket."""
 
 from __future__ import annotations
 
@@ -13,37 +13,52 @@ from tornado.websocket import websocket_connect
 
 
 class KernelError(RuntimeError):
-    """The code raised in the kernel."""
+    """Code raised in the kernel; the message has the error and what the code printed before."""
 
 
 def run_in_kernel(server, code: str, timeout: float = 120.0) -> str:
     """Start a kernel on `server`, run `code`, return its stdout; the kernel is shut down afterwards."""
+    return run_cells(server, [code], timeout)[0]
+
+
+def run_cells(server, cells: list[str], timeout: float = 120.0) -> list[str]:
+    """Start a kernel on `server`, run `cells` in order as one notebook session; returns each one's stdout.
+
+    `server` has `url` (ending in `/`), `token` and `http()` (a requests session authenticated to it).
+    """
     http = server.http()
-    kernel = http.post(server.url + "api/kernels", json={"name": "python3"}, timeout=30)
+    kernel = http.post(server.url + "api/kernels", json={"name": "python3"}, timeout=60)
     kernel.raise_for_status()
     kernel_id = kernel.json()["id"]
     try:
         # A thread of its own: Playwright's sync API keeps an event loop running in the test's thread.
         with ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, asyncio.wait_for(_execute(server, kernel_id, code), timeout)).result()
+            run = asyncio.wait_for(_run_cells(server, kernel_id, cells), timeout)
+            return pool.submit(asyncio.run, run).result()
     finally:
-        http.delete(server.url + f"api/kernels/{kernel_id}", timeout=30)
+        http.delete(server.url + f"api/kernels/{kernel_id}", timeout=60)
 
 
-async def _execute(server, kernel_id: str, code: str) -> str:
+async def _run_cells(server, kernel_id: str, cells: list[str]) -> list[str]:
     ws_url = server.url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
-    request_headers = {"Authorization": f"token {server.token}"}
-    connection = await websocket_connect(HTTPRequest(ws_url, headers=request_headers))
+    connection = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {server.token}"}))
+    session = uuid.uuid4().hex
+    try:
+        return [await _execute(connection, session, source) for source in cells]
+    finally:
+        connection.close()
+
+
+async def _execute(connection, session: str, code: str) -> str:
     msg_id = uuid.uuid4().hex
     connection.write_message(
         json.dumps(
             {
-                "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
-                           "msg_type": "execute_request", "version": "5.3",
-                           "date": datetime.now(timezone.utc).isoformat()},
+                "header": {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request",
+                           "version": "5.3", "date": datetime.now(timezone.utc).isoformat()},
                 "parent_header": {},
                 "metadata": {},
-                "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                             "allow_stdin": False, "stop_on_error": True},
                 "channel": "shell",
                 "buffers": [],
@@ -65,7 +80,6 @@ async def _execute(server, kernel_id: str, code: str) -> str:
         elif kind == "error":
             error = f"{content['ename']}: {content['evalue']}"
         elif kind == "status" and content["execution_state"] == "idle":
-            connection.close()
             if error is not None:
                 raise KernelError(error + "\nstdout:\n" + "".join(out))
             return "".join(out)

@@ -1,0 +1,41 @@
+"""A notebook in real JupyterLab (Chromium): saved on the server, opened with its kernel idle; cells run by keys."""
+
+from __future__ import annotations
+
+import re
+
+from nbformat.v4 import new_code_cell, new_notebook
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+KERNELSPEC = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+
+
+def open_notebook(server, page, name: str, sources: list[str]):
+    """Save a notebook of `sources` as `name` on `server`, open it in `page`; returns its cells' locator once every
+    cell shows and the kernel is idle."""
+    notebook = new_notebook(cells=[new_code_cell(source) for source in sources], metadata=KERNELSPEC)
+    saved = server.http().put(
+        server.url + f"api/contents/{name}", json={"type": "notebook", "content": notebook}, timeout=30
+    )
+    saved.raise_for_status()
+    page.goto(f"{server.url}lab/tree/{name}?token={server.token}")
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    cells.nth(len(sources) - 1).wait_for(timeout=60_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
+    chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if chooser.is_visible():  # JupyterLab sometimes asks although the notebook names its kernel
+        chooser.get_by_role("button", name="Select").click()
+    return cells
+
+
+def run_cell(page, cell) -> None:
+    """Click into the cell and press Shift+Enter until its prompt shows it ran or runs (JupyterLab may still load)."""
+    for _ in range(5):
+        cell.locator(".cm-content").click()
+        page.keyboard.press("Shift+Enter")
+        try:
+            cell.locator(".jp-InputPrompt").filter(has_text=re.compile(r"\[[*0-9]+\]")).wait_for(timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError("the cell never started")
