@@ -24,6 +24,7 @@ from stack.localstack import LocalStack
 
 from ..conftest import Stack
 from ..keycloak.pages import log_in as keycloak_log_in
+from ..support.clients import token_client
 from ..support.keycloak import FIRST_START_TIMEOUT, KeycloakStack
 
 #: Access tokens live 5 s: every minute of work needs a dozen refreshes, all by the hub.
@@ -167,7 +168,7 @@ class HubUser:
 
     @property
     def url(self) -> str:
-        """Their single-user server, ending in `/` (what tests/server/kernels.py calls `server.url`)."""
+        """Their single-user server, ending in `/` (what tests/support/kernels.py calls `server.url`)."""
         return f"{self.hub}/user/{self.name}/"
 
     @property
@@ -176,9 +177,7 @@ class HubUser:
 
     def http(self) -> requests.Session:
         """A client with the user's own JupyterHub API token (as a script of theirs would have)."""
-        session = requests.Session()
-        session.headers["Authorization"] = f"token {self.token}"
-        return session
+        return token_client(self.token)
 
 
 def hub_url(hub_stack: Any) -> str:

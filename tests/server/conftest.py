@@ -15,6 +15,7 @@ import requests
 from stack.jupyter import JupyterProcess, extension_args, isolated_env, jupyter_argv
 from stack.ports import free_port
 
+from ..support.clients import token_client
 from ..support.idp_pages import authorize
 
 
@@ -33,9 +34,7 @@ class JupyterServer(JupyterProcess):
 
     def http(self) -> requests.Session:
         """A client authenticated to Jupyter with its token (as scripts are)."""
-        session = requests.Session()
-        session.headers["Authorization"] = f"token {self.token}"
-        return session
+        return token_client(self.token)
 
     def rss(self) -> int:
         assert self.proc is not None
