@@ -1,9 +1,11 @@
 """What authorizing every request costs: nginx without auth vs nginx + gate vs a round trip to the provider.
 
-    .venv/bin/python bench/gate_throughput.py [--seconds 5] [--rounds 3] [--connections 16] [--short]
+    .venv/bin/python bench/gate_throughput.py [--seconds 5] [--rounds 3] [--connections 16] [--upstream mlflow]
+                                              [--short]
 
-Three nginx fronts on free ports, all before the same trivial upstream (an nginx `return 200`, so the upstream is
-never the limit and only the authorization layer is measured):
+Three nginx fronts on free ports (a worker per core each, as in production), all before the same upstream: by
+default a trivial one (an nginx `return 200` in a process of its own, so the upstream is never the limit and only
+the authorization layer is measured), with --upstream mlflow the stack's MLflow (what users see):
 - no auth: a plain proxy;
 - gate: stack/nginx/mlflow-proxy.conf.template with our gate (local JWT validation), whose verdicts nginx reuses
   for repeat requests (same method, URI and token; docs/security.md, "The verdict cache"): the steady state of a
@@ -49,11 +51,8 @@ from stack.ports import free_port  # noqa: E402
 
 FRONTS = ("no auth", "gate", "introspection")
 PATH = "/api/2.0/mlflow/experiments/search?max_results=1"
-PLAIN_CONF = """\
-upstream bench_backend {{
-    server 127.0.0.1:{backend};
-    keepalive 16;
-}}
+# The trivial upstream: an nginx of its own, so that every front (no auth included) runs beside it the same way.
+BACKEND_CONF = """\
 server {{
     listen 127.0.0.1:{backend};
     access_log off;
@@ -62,11 +61,18 @@ server {{
         return 200 '{{"experiments": []}}\\n';
     }}
 }}
+"""
+PLAIN_CONF = """\
+upstream bench_backend {{
+    server {upstream};
+    keepalive 16;
+}}
 server {{
     listen 127.0.0.1:{front};
     access_log {log};
     location / {{
         proxy_pass http://bench_backend;
+        proxy_set_header Host {upstream};
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_request_buffering off;
@@ -79,6 +85,8 @@ server {{
 def _nginx(name: str, folder: Path, listen_port: int, upstream: str, gate: str, plain: str | None = None) -> Service:
     """An nginx of the stack's templates in `folder` (or, with `plain`, that server config instead)."""
     conf = render_local(folder, listen=f"127.0.0.1:{listen_port}", mlflow_upstream=upstream, gate_upstream=gate)
+    # As in production (stack/docker/nginx/nginx.conf): a worker per core, for every front alike.
+    conf.write_text(conf.read_text().replace("worker_processes 1;", "worker_processes auto;"))
     if plain is not None:
         (folder / "nginx" / "mlflow-proxy.conf").write_text(plain)
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -159,6 +167,12 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="load per front and round (default %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="rounds (default %(default)s)")
     p.add_argument("--connections", type=int, default=16, help="concurrent connections (default %(default)s)")
+    p.add_argument(
+        "--upstream",
+        choices=("trivial", "mlflow"),
+        default="trivial",
+        help="behind every front: an nginx `return 200` (the authorization layer alone) or the stack's MLflow",
+    )
     args = p.parse_args()
     if args.short:
         args.seconds, args.rounds, args.connections = 1.0, 1, 4
@@ -167,7 +181,8 @@ def main() -> int:
 
     heading(
         "Authorization per request: nginx without auth vs nginx + gate vs introspection at the provider",
-        f"`GET {PATH}` to a trivial upstream, {args.connections} connections, {args.seconds:g} s per front "
+        f"`GET {PATH}` to {'a trivial upstream' if args.upstream == 'trivial' else 'MLflow'}, "
+        f"{args.connections} connections, {args.seconds:g} s per front "
         f"and round, {args.rounds} rounds alternated, load from {tool}; medians.",
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-gate-"))
@@ -200,7 +215,15 @@ def main() -> int:
 
             backend, ports = free_port(), {front: free_port() for front in FRONTS}
             gate = f"127.0.0.1:{endpoints['ports']['gate']}"
-            plain = PLAIN_CONF.format(backend=backend, front=ports["no auth"], log=workdir / "plain-access.log")
+            upstream = f"127.0.0.1:{backend}"
+            if args.upstream == "mlflow":
+                upstream = endpoints["mlflow_upstream"].removeprefix("http://")
+            else:
+                trivial_conf = BACKEND_CONF.format(backend=backend)
+                trivial = _nginx("backend", workdir / "backend", free_port(), upstream, gate, trivial_conf)
+                services.append(trivial)
+                trivial.wait_ready(f"http://{upstream}/")
+            plain = PLAIN_CONF.format(upstream=upstream, front=ports["no auth"], log=workdir / "plain-access.log")
             for front, gate_upstream in (
                 ("no auth", gate),
                 ("gate", gate),
@@ -211,7 +234,7 @@ def main() -> int:
                     front,
                     folder,
                     ports[front],
-                    f"127.0.0.1:{backend}",
+                    upstream,
                     gate_upstream,
                     plain if front == "no auth" else None,
                 )
