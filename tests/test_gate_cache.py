@@ -4,6 +4,7 @@
 Real nginx (stack/nginx templates, njs key), real gate, the JWKS issuer of tests/test_gate.py (tokens signed for
 real, any exp at will) and its echo upstream, which reports the identity nginx forwarded. Each test that needs its
 own gate settings (no leeway, a short cap, a gate to stop) starts its own gate and nginx and ends them by PID.
+The last test repeats the role and secrecy checks on the real local stack (its IdP's tokens, MLflow behind).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from stack.gate.gate import reuse_until
 from stack.ports import free_port
 
+from .support.tokens import user_tokens
 from .support.waiting import wait_until
 from .test_gate import (  # noqa: F401 - issuer and upstream are fixtures, used by name
     GATE,
@@ -329,3 +332,34 @@ def test_nginx_renders_with_the_njs_module_and_the_cache(front: Front) -> None:
     assert "load_module /usr/lib/nginx/modules/ngx_http_js_module.so;" in main
     assert f"proxy_cache_path {front.cache_dir} " in conf
     assert Path(NGINX).exists()
+
+
+# ------------------------------------------------------------------------------------------ the real stack
+
+
+def test_on_the_real_stack_roles_stay_apart_and_no_token_reaches_the_cache_or_logs(stack) -> None:
+    """The local IdP's own tokens, the stack's gate, nginx and MLflow: the same URI for a Default and an Admin."""
+    tokens = {name: user_tokens(stack, name)["access_token"] for name in ("bob", "alice")}
+    path = f"{DELETE}?cache-probe={time.time_ns()}"
+    body = {"experiment_id": "999999999"}  # none such: alice's allowed delete gets MLflow's own 404
+    statuses = {"bob": set(), "alice": set()}
+    for order in (("bob", "alice"), ("alice", "bob"), ("bob", "alice")):
+        for name in order:
+            response = requests.post(
+                stack.mlflow_url + path, json=body, headers={"Authorization": f"Bearer {tokens[name]}"}, timeout=30
+            )
+            statuses[name].add((response.status_code, response.json().get("error_code")))
+    assert statuses == {"bob": {(403, "PERMISSION_DENIED")}, "alice": {(404, "RESOURCE_DOES_NOT_EXIST")}}
+
+    cache = stack.run_dir / "nginx" / "gate-cache"
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert files and stat.S_IMODE(cache.stat().st_mode) == 0o700
+    stack.access_log(until="cache-probe")  # nginx logs after it answered
+    texts = [p.read_bytes() for p in files] + [
+        (stack.run_dir / "nginx" / "access.log").read_bytes(),
+        stack.log("gate").encode(),
+        stack.log("nginx").encode(),
+    ]
+    for token in tokens.values():
+        for secret in (token, token.split(".")[1], token.split(".")[2]):
+            assert not any(secret.encode() in text for text in texts)
