@@ -34,9 +34,9 @@ from .support.faults import (
     process_cpu_seconds,
     stop_component,
     unwritable,
-    wait_until,
 )
 from .support.oidc_sessions import browser_sign_in, settings_for
+from .support.waiting import wait_until
 
 ACCESS_TTL = 5
 #: A run resumes within this long of the provider's return (the session asks it again every WAITING_RETRY).

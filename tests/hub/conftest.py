@@ -26,6 +26,7 @@ from ..conftest import Stack
 from ..keycloak.pages import log_in as keycloak_log_in
 from ..support.clients import token_client
 from ..support.keycloak import FIRST_START_TIMEOUT, KeycloakStack
+from ..support.waiting import wait_until
 
 #: Access tokens live 5 s: every minute of work needs a dozen refreshes, all by the hub.
 ACCESS_TOKEN_TTL = {"local": "5", "keycloak": "10"}  # Keycloak: its shortest practical lifespan (tests/keycloak)
@@ -146,14 +147,8 @@ class ProviderRecord:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.1)
+    """`wait_until` with the hub's longer default timeout (hub, single-user server and provider all take part)."""
+    return wait_until(condition, timeout, what)
 
 
 @dataclass

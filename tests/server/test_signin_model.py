@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import mlflow
 import pytest
@@ -21,6 +20,7 @@ from mlflow_oidc_jupyter.errors import LoginRequired
 
 from ..support.kernels import run_in_kernel
 from ..support.shells import extension_shell
+from ..support.waiting import wait_until
 from ..test_kernel_magics import Terminal
 
 pytestmark = pytest.mark.slow
@@ -160,25 +160,17 @@ def test_a_kernel_follows_the_server_signing_out_and_in_without_any_mlflow_call(
     assert login.session.signed_in
 
     server.http().post(server.ui_url + "oauth/logout", headers={"Accept": "application/json"}, timeout=30)
-    wait_until(lambda: not login.session.signed_in)
+    wait_until(lambda: not login.session.signed_in, 30)
     ip.terminal.text = ""
     ip.terminal.run(ip, "mlflow_whoami", "")
     assert "Sign-in required" in ip.terminal.text or "Not signed in" in ip.terminal.text
 
     server.sign_in(stack, "bob")
-    wait_until(lambda: login.session.signed_in and login.session.identity.username == "bob")
+    wait_until(lambda: login.session.signed_in and login.session.identity.username == "bob", 30)
     ip.terminal.text = ""
     ip.terminal.run(ip, "mlflow_whoami", "")
     assert "Signed in as bob" in ip.terminal.text
     assert "no limit announced" not in ip.terminal.text  # the provider announces the refresh token's idle limit
-
-
-def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {condition}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
