@@ -96,7 +96,11 @@ def main() -> int:
         f"`MlflowClient.log_metric` through nginx + gate, {args.calls} calls per way taking turns call by call "
         "(order reversed every turn); ratio: median of back-to-back pairs, with a bootstrap 95% interval.",
     )
-    with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (_stack, endpoints):
+    # The token cache (ci-bot's tokens) lives as long as the stack, and goes with it.
+    with (
+        local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (_stack, endpoints),
+        tempfile.TemporaryDirectory(prefix="bench-client-cache-") as cache_dir,
+    ):
         bot = endpoints["clients"]["ci-bot"]
         os.environ.update(
             MLFLOW_TRACKING_URI=endpoints["mlflow_url"],
@@ -104,7 +108,7 @@ def main() -> int:
             MLFLOW_OIDC_CLIENT_ID=bot["client_id"],
             MLFLOW_OIDC_CLIENT_SECRET=bot["client_secret"],
             MLFLOW_OIDC_AUDIENCE=endpoints["audience"],
-            MLFLOW_OIDC_CACHE_DIR=tempfile.mkdtemp(prefix="bench-client-cache-"),
+            MLFLOW_OIDC_CACHE_DIR=cache_dir,
             MLFLOW_DISABLE_TELEMETRY="true",
         )
         session = Session(Settings.load())
