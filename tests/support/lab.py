@@ -22,20 +22,30 @@ def open_notebook(server, page, name: str, sources: list[str]):
     cells = page.locator(".jp-Notebook .jp-Cell")
     cells.nth(len(sources) - 1).wait_for(timeout=60_000)
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
-    chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
-    if chooser.is_visible():  # JupyterLab sometimes asks although the notebook names its kernel
-        chooser.get_by_role("button", name="Select").click()
+    accept_kernel_chooser(page)
     return cells
+
+
+def accept_kernel_chooser(page) -> None:
+    """Accept JupyterLab's "Select Kernel" dialog if it shows: it sometimes asks although the notebook names its
+    kernel, and on a busy machine it can appear after the notebook already looks idle."""
+    chooser = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if chooser.is_visible():
+        chooser.get_by_role("button", name="Select").click()
+        chooser.wait_for(state="hidden", timeout=30_000)
 
 
 def run_cell(page, cell) -> None:
     """Click into the cell and press Shift+Enter until its prompt shows it ran or runs (JupyterLab may still load)."""
     for _ in range(5):
-        cell.locator(".cm-content").click()
-        page.keyboard.press("Shift+Enter")
+        accept_kernel_chooser(page)
         try:
+            cell.locator(".cm-content").click(timeout=10_000)  # a dialog that shows meanwhile makes this time out
+            page.keyboard.press("Shift+Enter")
             cell.locator(".jp-InputPrompt").filter(has_text=re.compile(r"\[[*0-9]+\]")).wait_for(timeout=5_000)
             return
         except PlaywrightTimeout:
             continue
-    raise AssertionError("the cell never started")
+    dialogs = page.locator(".jp-Dialog")
+    shown = dialogs.first.inner_text() if dialogs.count() else "none"
+    raise AssertionError(f"the cell never started (dialog shown: {shown})")
