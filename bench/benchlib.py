@@ -87,7 +87,9 @@ def local_stack(env: dict[str, str] | None = None, prefix: str = "bench-stack-")
     It runs one uvicorn worker: with several, uvicorn's shared TCP socket is made without IPPROTO_TCP, asyncio
     then never sets TCP_NODELAY, and on every kept-alive connection the body of each response waits ~40 ms for the
     client's delayed ACK (the stack's own Unix socket never has this): that stall would be most of every small
-    call's time, direct and proxied alike, and hide what the proxy costs.
+    call's time, direct and proxied alike, and hide what the proxy costs. The stack's MLflow app now sets the option
+    itself (stack/mlflow-identity/mlflow_oidc_identity/nodelay.py); one worker keeps runs comparable with
+    bench/RESULTS.md.
     """
     env = {"STACK_MLFLOW_TCP": "1", "STACK_MLFLOW_WORKERS": "1", **(env or {})}
     folder = Path(tempfile.mkdtemp(prefix=prefix))

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 import anyio
 from mlflow.exceptions import MlflowException
 
+from .nodelay import set_on_listening_sockets
 from .rules import (
     Identity,
     Match,
@@ -154,4 +155,5 @@ def create_app() -> ASGIApp:
 
     if os.environ.get("_MLFLOW_SGI_NAME", "uvicorn") != "uvicorn":
         raise RuntimeError("the oidc-identity app runs under uvicorn only: drop --gunicorn-opts / --waitress-opts")
+    set_on_listening_sockets()  # each worker runs this factory; its listening socket is already open
     return IdentityMiddleware(create_fastapi_app(flask_app), os.environ.get(STATIC_PREFIX_ENV_VAR, ""))
