@@ -29,7 +29,7 @@ from ..support.keycloak import FIRST_START_TIMEOUT, KeycloakStack
 from ..support.waiting import wait_until
 
 #: Access tokens live 5 s: every minute of work needs a dozen refreshes, all by the hub.
-ACCESS_TOKEN_TTL = {"local": "5", "keycloak": "10"}  # Keycloak: its shortest practical lifespan (tests/keycloak)
+ACCESS_TOKEN_TTL = {"local": "5", "keycloak": "5"}  # the bar on both providers
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
