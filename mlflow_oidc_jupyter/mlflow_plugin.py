@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,28 +35,21 @@ def origin(url: str) -> str | None:
     return f"{parts.scheme}://{host.lower()}:{port}"
 
 
-def tracking_origins(session: DefaultSession | None = None) -> set[str]:
-    """Origins that may receive the token: MLflow's tracking and registry URIs and the configured one."""
+def _token_uris(session: DefaultSession) -> Iterator[str | None]:
+    """URIs whose origin may receive the token: MLflow's tracking URI, the configured ones, and last MLflow's
+    registry URI, which costs a failed `import pyspark` (a search of sys.path) on every call and is rarely needed."""
     import mlflow
 
-    uris = [mlflow.get_tracking_uri(), mlflow.get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI")]
-    if session is not None:
-        uris.append(session.settings.tracking_uri)
-    return {o for o in (origin(u) for u in uris if u) if o}
+    yield mlflow.get_tracking_uri()
+    yield os.environ.get("MLFLOW_TRACKING_URI")
+    yield session.settings.tracking_uri
+    yield mlflow.get_registry_uri()
 
 
 def may_receive_token(url: str, session: DefaultSession) -> bool:
-    """Whether `url` is on one of the `tracking_origins`; the tracking URIs are checked first, since MLflow's
-    registry URI costs a failed `import pyspark` (a search of sys.path) on every call and is rarely elsewhere."""
-    import mlflow
-
+    """Whether `url` is on the origin of one of the `_token_uris` (read lazily: most calls stop at the first)."""
     target = origin(url)
-    if target is None:
-        return False
-    for uri in (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI"), session.settings.tracking_uri):
-        if uri and origin(uri) == target:
-            return True
-    return target in tracking_origins(session)
+    return target is not None and any(uri and origin(uri) == target for uri in _token_uris(session))
 
 
 class OIDCBearerAuth(requests.auth.AuthBase):

@@ -98,10 +98,12 @@ class RemoteSession(ObservableSession):
 
     def access_token(self) -> str:
         """The holder's access token, asked for again when this copy is near expiry."""
+        return self.fresh_token() or self._fetch()
+
+    def fresh_token(self) -> str | None:
+        """This copy of the access token if it is fresh now, else None (then `access_token` asks); never blocks."""
         token = self._token
-        if token and self._fresh():
-            return token
-        return self._fetch()
+        return token if token and self._fresh() else None
 
     def token_rejected(self, token: str) -> str:
         """The tracking server answered 401 to `token`: the holder refreshes unless it already did."""

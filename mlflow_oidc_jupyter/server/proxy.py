@@ -101,8 +101,8 @@ class ProxyHandler(MLflowHandler):
             self.answer(400, pages.page("Bad path", str(exc)), code="INVALID_PARAMETER_VALUE", message=str(exc))
             return
         try:
-            fresh = self._fresh_token()
-            token = fresh if fresh is not None else await asyncio.to_thread(self.ext.session.access_token)
+            # A fresh token needs no thread hop; only a refresh (which may block) goes to a thread.
+            token = self.ext.session.fresh_token() or await asyncio.to_thread(self.ext.session.access_token)
         except LoginRequired as exc:
             self._signed_out(exc.reason)
             return
@@ -113,11 +113,6 @@ class ProxyHandler(MLflowHandler):
             self._share_xsrf_token()
             self.remember_browser()
         self._start_upstream(token)
-
-    def _fresh_token(self) -> str | None:
-        """The session's token when it is fresh: no thread hop for the common case (a refresh may block)."""
-        fresh = getattr(self.ext.session, "fresh_token", None)
-        return fresh() if fresh is not None else None
 
     def _reject_cross_site(self) -> None:
         """Only this origin may drive the proxy; other sites may at most link to a page (a top-level GET)."""
