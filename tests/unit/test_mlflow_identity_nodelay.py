@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from contextlib import closing
 
@@ -34,3 +35,25 @@ def test_connections_of_listening_sockets_get_nodelay_and_nothing_else_is_touche
         assert set_on_listening_sockets() >= 1
         assert _accepted_nodelay(listener) != 0
         assert unbound.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # not listening: left alone
+
+
+def test_no_descriptor_is_left_open_not_even_a_duplicate_of_a_pipe():
+    """A duplicate left open of a pipe's write end keeps the pipe open: the reader never sees EOF. This hung the
+    Playwright driver (node, reading its stdin) at the end of the whole test suite, after this test ran."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)  # a write end still open somewhere fails the test instead of hanging it
+    try:
+        before = set(os.listdir("/dev/fd"))
+        with _listener():
+            set_on_listening_sockets()
+        os.close(write_end)
+        write_end = -1
+        try:
+            assert os.read(read_end, 1) == b""  # EOF: no other write end is open
+        except BlockingIOError:
+            raise AssertionError("a duplicate of the pipe's write end was left open") from None
+        assert set(os.listdir("/dev/fd")) <= before
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 
 # Where a process lists its open file descriptors (Linux, macOS).
 FD_DIR = "/dev/fd"
@@ -24,9 +25,19 @@ def set_on_listening_sockets() -> int:
     done = 0
     for name in names:
         try:
-            sock = socket.socket(fileno=os.dup(int(name)))
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue  # a file or a pipe: nothing to set (and no duplicate of it may stay open, see below)
+            duplicate = os.dup(fd)
         except (OSError, ValueError):
-            continue  # not a socket (or already closed): nothing to set
+            continue  # closed meanwhile (e.g. the fd of the listing itself)
+        # The duplicate is closed whatever happens: a leaked duplicate of a pipe's write end keeps the pipe open, so
+        # the process at its other end never sees EOF (this hung the Playwright driver at the end of a test run).
+        try:
+            sock = socket.socket(fileno=duplicate)
+        except OSError:
+            os.close(duplicate)
+            continue
         with sock:
             try:
                 listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
