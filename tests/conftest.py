@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,18 +126,72 @@ CHROMIUM_ARGS = [
 ]
 
 
+#: Every browser launched this session (fixtures and tests), so that the session's end can close any left open.
+_LAUNCHED: list = []
+
+
 @pytest.fixture(scope="session")
-def playwright() -> Iterator:
-    """One Playwright for the whole test session: its sync API refuses to start a second one beside it."""
+def playwright(request: pytest.FixtureRequest) -> Iterator:
+    """One Playwright for the whole test session: its sync API refuses to start a second one beside it.
+
+    Its teardown never hangs the suite: browsers are closed first, then the driver (node) is watched by PID while
+    Playwright stops it (tests/support/driver.py); one that does not exit is reported with the cause and ended.
+    """
+    import psutil
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as instance:
+    from .support.driver import DriverWatch, driver_children_of
+
+    before = {child.pid for child in psutil.Process().children()}
+    manager = sync_playwright()
+    instance = manager.start()
+    drivers = driver_children_of(os.getpid(), before)
+    reports: list[tuple[str, str]] = []
+    try:
         yield instance
+    finally:
+        if len(drivers) != 1:
+            manager.__exit__(None, None, None)  # cannot happen, unless Playwright changes how it starts its driver
+        else:
+            with DriverWatch(drivers[0], lambda cause, text: reports.append((cause, text))) as watch:
+                for browser in reversed(_LAUNCHED):
+                    close_browser(browser)
+                watch.stopping = True
+                manager.__exit__(None, None, None)
+        _LAUNCHED.clear()
+        for cause, text in reports:
+            report_driver_hang(request.config, drivers[0], cause, text)
+
+
+def close_browser(browser) -> None:
+    """Close the browser's contexts, then the browser; a browser already closed (or gone) is fine."""
+    try:
+        if browser.is_connected():
+            for context in browser.contexts:
+                context.close()
+            browser.close()
+    except Exception as exc:  # noqa: BLE001 (the session is ending: report, then close the next one)
+        print(f"closing a browser at the session's end failed: {exc!r}", file=sys.stderr)
+
+
+DRIVER_REPORTS = "playwright-driver-*.txt"
+
+
+def report_driver_hang(config: pytest.Config, pid: int, cause: str, text: str) -> None:
+    """Say loudly that the driver had to be ended, and why; the terminal summary repeats it (also from workers)."""
+    message = f"PLAYWRIGHT DRIVER DID NOT EXIT: ended it by PID {pid}.\nCause: {cause}\n{text}\n"
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / DRIVER_REPORTS.replace("*", f"{os.getpid()}-{pid}")).write_text(message)
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print("\n" + "!" * 100 + "\n" + message + "!" * 100, file=sys.stderr, flush=True)
 
 
 def launch_chromium(playwright, *extra_args: str):
     """Debian's Chromium (never `playwright install`), headless, with no calls to the outside world."""
-    return playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[*CHROMIUM_ARGS, *extra_args])
+    browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[*CHROMIUM_ARGS, *extra_args])
+    _LAUNCHED.append(browser)
+    return browser
 
 
 @pytest.fixture(scope="session")
@@ -188,6 +244,21 @@ def kernel_env(stack, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> P
     monkeypatch.setenv("MLFLOW_OIDC_CLIENT_ID", stack.endpoints["clients"]["jupyter"]["client_id"])
     monkeypatch.setenv("MLFLOW_OIDC_AUDIENCE", stack.endpoints["audience"])
     return isolated_home / ".cache" / "mlflow-oidc"
+
+
+# ---------------------------------------------------------------------------------------- the run's summary
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    began = getattr(config, "_ci_started", 0)
+    for path in sorted(ARTIFACTS.glob(DRIVER_REPORTS)):
+        if path.stat().st_mtime >= began:
+            terminalreporter.section("Playwright driver ended by PID", sep="!", red=True, bold=True)
+            terminalreporter.write_line(path.read_text())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config._ci_started = time.time()  # type: ignore[attr-defined]  # driver reports written after this are ours
 
 
 # The session's one Keycloak stack, shared by every folder (tests/keycloak, tests/oidc_auth, ...): defined here, at
