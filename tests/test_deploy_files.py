@@ -30,7 +30,6 @@ import pytest
 import yaml
 
 from stack.gate.policy import Policy
-from stack.nginx.render import render
 from stack.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -374,6 +373,9 @@ def test_nginx_renders_the_shared_template_with_tls_and_every_placeholder(compos
     nginx = compose["services"]["nginx"]
     mounts = dict(bind_mounts(nginx))
     assert mounts["./nginx/mlflow-proxy.conf.template"] == "/etc/nginx/templates/mlflow-proxy.conf.template"
+    # The shared template's gate check is Lua: an image with lua-nginx-module and lua-resty-core built in.
+    assert nginx["image"].startswith("openresty/openresty:")
+    assert dict(bind_mounts(nginx))["./nginx/mlflow_gate.lua"] == "/etc/nginx/lua/mlflow_gate.lua"
     env = environment(nginx)
     assert env["LISTEN"] == "443 ssl"
     filter_ = re.compile(env["NGINX_ENVSUBST_FILTER"])
@@ -517,7 +519,11 @@ def test_make_certs_keeps_the_ca_when_it_reissues_the_server_certificate(certs, 
 
 
 class ComposeNginx:
-    """The compose nginx config, rendered as the nginx image would, served by Debian's nginx on loopback ports."""
+    """The compose nginx config, rendered by its entrypoint, served by Debian's nginx on loopback ports.
+
+    The image is OpenResty (nginx with the Lua module built in); Debian's nginx loads the same module
+    (libnginx-mod-http-lua) with load_module, and paths of the image are mapped to files here.
+    """
 
     def __init__(self, root: Path, compose: dict[str, Any], certs: Path) -> None:
         self.root = root
@@ -533,17 +539,35 @@ class ComposeNginx:
             "KEYCLOAK_UPSTREAM": f"127.0.0.1:{free_port()}",
             "JUPYTER_UPSTREAM": f"127.0.0.1:{free_port()}",
             "ACCESS_LOG": str(root / "access.log"),
-            "GATE_CACHE_DIR": str(root / "gate-cache"),
         }
         mounts = {target: (STACK / source).resolve() for source, target in bind_mounts(compose["services"]["nginx"])}
-        values["GATE_KEY_JS"] = str(mounts[env["GATE_KEY_JS"]])
+        values["GATE_LUA_DIR"] = str(mounts[f"{env['GATE_LUA_DIR']}/mlflow_gate.lua"].parent)
+        templates = root / "templates"
+        templates.mkdir()
         for target, source in mounts.items():
             if target.startswith("/etc/nginx/templates/"):
-                render(source, conf_d / Path(target).name.removesuffix(".template"), **values)
+                shutil.copy(source, templates / Path(target).name)
+        # The image's entrypoint renders them, then runs its arguments (here: nothing more).
+        entrypoint = [*compose["services"]["nginx"]["entrypoint"][:-1], str(mounts["/etc/nginx/entrypoint.sh"])]
+        render_env = {
+            "PATH": os.environ["PATH"],
+            "NGINX_ENVSUBST_FILTER": env["NGINX_ENVSUBST_FILTER"],
+            "NGINX_ENVSUBST_TEMPLATE_DIR": str(templates),
+            "NGINX_ENVSUBST_OUTPUT_DIR": str(conf_d),
+            **values,
+        }
+        subprocess.run([*entrypoint, "true"], env=render_env, check=True, timeout=30)
+        for conf in conf_d.iterdir():
+            assert not re.search(r"\$\{[A-Z]", conf.read_text()), f"{conf.name}: a placeholder was left unrendered"
         for conf in conf_d.iterdir():
             conf.write_text(self._loopback_ports(conf.read_text()))
         main = mounts["/etc/nginx/nginx.conf"].read_text()
-        main = main.replace("user nginx;", "user root root;")  # Debian has no user nginx; workers need tmp_path
+        # Debian's nginx loads the Lua module OpenResty has built in.
+        lua = "".join(
+            f"load_module /usr/lib/nginx/modules/{m}.so;\n" for m in ("ndk_http_module", "ngx_http_lua_module")
+        )
+        main = lua + main.replace("user nobody nogroup;", "user root root;")  # workers need tmp_path
+        main = main.replace("/usr/local/openresty/nginx/conf/mime.types", "/etc/nginx/mime.types")
         main = main.replace("/etc/nginx/conf.d/", f"{conf_d}/").replace("/etc/nginx/tls/", f"{certs}/")
         main = main.replace("/var/run/nginx.pid", str(root / "nginx.pid")).replace(
             "/dev/stderr", str(root / "error.log")
@@ -553,6 +577,13 @@ class ComposeNginx:
         )
         self.conf = root / "nginx.conf"
         self.conf.write_text(main.replace("http {\n", "http {\n" + temp_paths, 1))
+
+    def healthcheck(self, compose: dict[str, Any], http_port: int) -> int:
+        """Exit status of the compose health check, aimed at http_port instead of the container's port 80."""
+        test = compose["services"]["nginx"]["healthcheck"]["test"]
+        assert test[0] == "CMD"
+        command = [arg.replace("127.0.0.1/80", f"127.0.0.1/{http_port}") for arg in test[1:]]
+        return subprocess.run(command, capture_output=True, timeout=30).returncode
 
     def _loopback_ports(self, text: str) -> str:
         text = re.sub(r"listen 443 ssl", f"listen 127.0.0.1:{self.https_port} ssl", text)
@@ -572,7 +603,8 @@ def test_the_rendered_compose_nginx_config_passes_nginx_t(compose_nginx):
     assert result.returncode == 0, result.stderr
     rendered = (compose_nginx.root / "conf.d" / "mlflow-proxy.conf").read_text()
     assert f"server_name {compose_nginx.names['SERVER_NAME']};" in rendered
-    assert "auth_request /_mlflow_gate_check;" in rendered
+    assert 'require("mlflow_gate").authorize()' in rendered
+    assert 'lua_package_path "/etc/nginx/lua/?.lua;;";' not in rendered, "rendered for this machine's files"
 
 
 def https_get(nginx: ComposeNginx, host: str, path: str, ca: Path) -> tuple[int, dict[str, str], bytes]:
@@ -589,7 +621,7 @@ def https_get(nginx: ComposeNginx, host: str, path: str, ca: Path) -> tuple[int,
     return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
 
-def test_compose_nginx_serves_tls_for_each_name_redirects_http_and_fails_closed(compose_nginx, certs):
+def test_compose_nginx_serves_tls_for_each_name_redirects_http_and_fails_closed(compose_nginx, certs, compose):
     process = subprocess.Popen(compose_nginx.command("-g", "daemon off;"), start_new_session=True)
     try:
         deadline = time.monotonic() + 10
@@ -607,6 +639,9 @@ def test_compose_nginx_serves_tls_for_each_name_redirects_http_and_fails_closed(
         redirect = plain.getresponse()
         assert redirect.status == 308
         assert redirect.getheader("Location") == f"https://{names['SERVER_NAME']}/api/2.0/mlflow/runs/create?x=1"
+        # The container's health check sees that redirect; a port nobody serves fails it.
+        assert compose_nginx.healthcheck(compose, compose_nginx.http_port) == 0
+        assert compose_nginx.healthcheck(compose, free_port()) != 0
 
         # MLflow through the shared server block: the gate is down, so no request reaches MLflow (fail closed).
         status, headers, body = https_get(

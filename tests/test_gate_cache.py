@@ -1,9 +1,11 @@
 # ruff: noqa: F811 - the issuer and upstream fixtures of tests/test_gate.py are imported, then requested by name
 """The gate's verdict cache in nginx: repeat requests skip the gate, and no cached verdict ever answers another request.
 
-Real nginx (stack/nginx templates, njs key), real gate, the JWKS issuer of tests/test_gate.py (tokens signed for
-real, any exp at will) and its echo upstream, which reports the identity nginx forwarded. Each test that needs its
-own gate settings (no leeway, a short cap, a gate to stop) starts its own gate and nginx and ends them by PID.
+Real nginx (stack/nginx templates: the Lua check and its shared-memory store), real gate (at DEBUG level it logs
+every allow it decides, and it always logs denials, so a repeat that nginx answered itself shows as a missing
+line), the JWKS issuer of tests/test_gate.py (tokens signed for real, any exp at will) and its echo upstream,
+which reports the identity nginx forwarded. Each test that needs its own gate settings (no leeway, a short cap, a
+gate to stop) starts its own gate and nginx and ends them by PID.
 The last test repeats the role and secrecy checks on the real local stack (its IdP's tokens, MLflow behind).
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -55,22 +56,26 @@ class Front:
     def __init__(self, tmp: Path, issuer: Issuer, upstream: Upstream, *gate_args: str) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
-        self.gate, self.gate_proc = start_gate(tmp, issuer.url, *((GATE.parent / "policy.yaml",) + gate_args))
+        policy_and_args = (GATE.parent / "policy.yaml", "--log-level", "DEBUG", *gate_args)
+        self.gate, self.gate_proc = start_gate(tmp, issuer.url, *policy_and_args)
         try:
             self.proxy, self.nginx_proc = start_nginx(tmp / "front", upstream.address, self.gate.address)
         except BaseException:
             stop(self.gate_proc)
             raise
 
-    @property
-    def cache_dir(self) -> Path:
-        return self.proxy.run_dir / "nginx" / "gate-cache"
+    def nginx_files(self) -> list[Path]:
+        """Every file nginx wrote (logs, temp folders) or reads (its rendered config)."""
+        return [p for p in (self.proxy.run_dir / "nginx").rglob("*") if p.is_file()]
 
-    def cache_files(self) -> list[Path]:
-        return [p for p in self.cache_dir.rglob("*") if p.is_file()]
+    def denials_logged(self, user: str, path: str, method: str = "POST") -> int:
+        return self.gate.log.read_text().count(f"denied 403 user={user} method={method} path={path} ")
 
-    def denials_logged(self, user: str, path: str) -> int:
-        return self.gate.log.read_text().count(f"denied 403 user={user} method=POST path={path} ")
+    def allows_logged(self, user: str, path: str, method: str = "GET") -> int:
+        return self.gate.log.read_text().count(f"allowed user={user} method={method} path={path}\n")
+
+    def unauthenticated_logged(self) -> int:
+        return self.gate.log.read_text().count("denied 401 ")
 
     def request(self, method: str, path: str, token: str | None, **headers: str) -> tuple[int, dict]:
         response, data = self.proxy.raw(method, path, token, **headers)
@@ -174,11 +179,17 @@ def test_a_default_users_denial_is_never_an_allow_and_an_admins_allow_never_reac
 def test_another_token_never_gets_a_cached_verdict_nor_its_identity(front: Front, issuer: Issuer) -> None:
     alice, carol = user(issuer, "alice", "Admin"), user(issuer, "carol", "Default")
     path = f"{SEARCH}?who=1"
+    judged = front.allows_logged("alice", SEARCH)
     assert front.request("GET", path, alice)[1]["headers"]["X-Forwarded-User"] == "alice"
-    assert front.request("GET", path, alice)[0] == 200  # now cached
+    status, seen = front.request("GET", path, alice)
+    assert status == 200 and seen["headers"]["X-Forwarded-User"] == "alice"
+    assert seen["headers"]["X-Forwarded-Roles"] == "Admin"
+    assert front.allows_logged("alice", SEARCH) == judged + 1, "the repeat came from the cache, identity included"
+    judged_carol = front.allows_logged("carol", SEARCH)
     status, seen = front.request("GET", path, carol)
     assert status == 200 and seen["headers"]["X-Forwarded-User"] == "carol"
     assert seen["headers"]["X-Forwarded-Roles"] == "Default"
+    assert front.allows_logged("carol", SEARCH) == judged_carol + 1, "the gate judged carol's token itself"
     # Tokens that are alice's claims but not alice's token: a foreign signature, an expired copy, a truncation.
     forged = issuer.token(new_key(issuer.keys[0].kid), preferred_username="alice", roles=["Admin"])
     for token, reason in (
@@ -195,15 +206,19 @@ def test_another_token_never_gets_a_cached_verdict_nor_its_identity(front: Front
 
 
 def test_the_method_and_the_raw_uri_are_part_of_the_key(front: Front, issuer: Issuer) -> None:
-    bob = user(issuer, "bob", "Default")
+    bob = user(issuer, "hugo", "Default")
     # A read of the delete route's path is allowed (MLflow answers 404); the delete itself is not.
     assert front.request("GET", DELETE, bob)[0] == 200
     assert front.request("GET", DELETE, bob)[0] == 200
+    assert front.allows_logged("hugo", DELETE) == 1, "the GET's allow is cached"
     assert front.request("POST", DELETE, bob)[0] == 403
     assert front.request("GET", DELETE, bob)[0] == 200
     assert front.request("DELETE", DELETE, bob)[0] == 403
+    assert front.request("DELETE", DELETE, bob)[0] == 403
+    assert (front.denials_logged("hugo", DELETE), front.denials_logged("hugo", DELETE, "DELETE")) == (1, 1)
     # One byte of the URI apart: a query the gate ignores is still another key (judged afresh, same verdict).
     assert front.request("POST", DELETE + "?", bob)[0] == 403
+    assert front.denials_logged("hugo", DELETE) == 2
 
 
 @pytest.mark.parametrize(
@@ -239,7 +254,7 @@ def test_two_authorization_headers_never_mix_two_users(front: Front, issuer: Iss
     response = conn.getresponse()
     data = response.read()
     conn.close()
-    # nginx 1.22 refuses the duplicate (400); a later nginx would hand the gate exactly the value the key hashes.
+    # nginx 1.22 refuses the duplicate (400); a later nginx would hand the gate exactly the value of the key.
     assert response.status in (400, 403), data
 
 
@@ -253,10 +268,19 @@ def test_a_cached_allow_ends_when_its_token_expires(own_front, issuer: Issuer) -
     path = f"{SEARCH}?expiring=1"
     assert f.request("GET", path, bob)[0] == 200
     assert f.request("GET", path, bob)[0] == 200
-    assert f.cache_files(), "the allow was cached"
+    assert f.allows_logged("bob", SEARCH) == 1, "the allow was cached"
     wait_until(lambda: time.time() >= exp + 1, timeout=30)
     status, body = f.request("GET", path, bob)
     assert (status, body["message"]) == (401, "token expired")
+
+
+def test_a_gate_that_grants_no_lifetime_is_asked_every_time(own_front, issuer: Issuer) -> None:
+    f = own_front("--verdict-cache-seconds", "0")
+    bob = user(issuer, "bob", "Default")
+    for _ in range(3):
+        assert f.request("GET", SEARCH, bob)[0] == 200
+        assert f.request("POST", DELETE, bob)[0] == 403
+    assert (f.allows_logged("bob", SEARCH), f.denials_logged("bob", DELETE)) == (3, 3)
 
 
 def test_gate_down_is_503_and_cached_allows_last_only_their_lifetime(own_front, issuer: Issuer) -> None:
@@ -278,9 +302,11 @@ def test_gate_down_is_503_and_cached_allows_last_only_their_lifetime(own_front, 
 
 def test_401_and_gate_errors_are_never_cached(own_front, issuer: Issuer, upstream: Upstream, tmp_path: Path) -> None:
     f = own_front()
-    for token in (None, "garbage", issuer.token(exp=int(time.time()) - 60)):
-        assert f.request("GET", SEARCH, token)[0] == 401
-    assert f.cache_files() == []
+    before = f.unauthenticated_logged()  # nginx's readiness probe had no token
+    for _ in range(2):
+        for token in (None, "garbage", issuer.token(exp=int(time.time()) - 60)):
+            assert f.request("GET", SEARCH, token)[0] == 401
+    assert f.unauthenticated_logged() == before + 6, "the gate judged every 401 itself"
     # A gate without its issuer's keys answers 503: nginx passes it on as 503 and keeps nothing.
     port = free_port()
     log = tmp_path / "nokeys-gate.log"
@@ -295,7 +321,7 @@ def test_401_and_gate_errors_are_never_cached(own_front, issuer: Issuer, upstrea
             for _ in range(2):
                 response, data = proxy.raw("GET", SEARCH, bob)
                 assert response.status == 503 and json.loads(data)["error_code"] == "TEMPORARILY_UNAVAILABLE"
-            assert [p for p in (proxy.run_dir / "nginx" / "gate-cache").rglob("*") if p.is_file()] == []
+            assert log.read_text().count("no decision for GET ") == 2, "the gate was asked both times"
         finally:
             stop(nginx, signal.SIGQUIT)
     finally:
@@ -305,39 +331,39 @@ def test_401_and_gate_errors_are_never_cached(own_front, issuer: Issuer, upstrea
 # ------------------------------------------------------------------------------------------ nothing secret on disk
 
 
-def test_no_token_in_the_cache_files_or_any_log(front: Front, issuer: Issuer) -> None:
+def test_no_token_in_any_file_nginx_or_the_gate_writes(front: Front, issuer: Issuer) -> None:
     tokens = [user(issuer, "dora", "Default"), user(issuer, "erin", "Admin")]
     for token in tokens:
         for method, path in (("GET", f"{SEARCH}?secret_in_query=s3cr3t"), ("POST", DELETE), ("GET", SEARCH)):
             front.request(method, path, token)
-    files = front.cache_files()
-    assert files, "verdicts were cached"
-    logs = [front.gate.log, *(front.proxy.run_dir / "nginx").glob("*.log")]
+            front.request(method, path, token)  # the repeat from the cache
+    assert front.allows_logged("dora", SEARCH) == 2, "verdicts were cached (one per query string)"
     wait_until(lambda: "secret_in_query" not in front.proxy.access_log and "dora" in front.proxy.access_log)
-    for path in files + logs:
+    files = [front.gate.log, *front.nginx_files()]
+    assert not (front.proxy.run_dir / "nginx" / "gate-cache").exists(), "verdicts live in memory only"
+    for path in files:
         data = path.read_bytes()
         for token in tokens:
             header, payload, signature = token.split(".")
             for secret in (token, payload, signature):
                 assert secret.encode() not in data, path
-        if path in files:
-            assert b"s3cr3t" not in data, "query strings are hashed too"
-    assert stat.S_IMODE(front.cache_dir.stat().st_mode) == 0o700
-    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
 
 
-def test_nginx_renders_with_the_njs_module_and_the_cache(front: Front) -> None:
+def test_nginx_renders_with_the_lua_module_and_the_shared_store(front: Front) -> None:
     conf = (front.proxy.run_dir / "nginx" / "mlflow-proxy.conf").read_text()
     main = (front.proxy.run_dir / "nginx" / "nginx.conf").read_text()
-    assert "load_module /usr/lib/nginx/modules/ngx_http_js_module.so;" in main
-    assert f"proxy_cache_path {front.cache_dir} " in conf
+    assert "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;" in main
+    assert "ngx_http_js_module" not in main
+    assert "lua_shared_dict mlflow_gate_verdicts 16m;" in conf
+    assert 'require("mlflow_gate").authorize()' in conf
+    assert "proxy_cache" not in conf and "auth_request" not in conf, "one code path: the Lua check"
     assert Path(NGINX).exists()
 
 
 # ------------------------------------------------------------------------------------------ the real stack
 
 
-def test_on_the_real_stack_roles_stay_apart_and_no_token_reaches_the_cache_or_logs(stack) -> None:
+def test_on_the_real_stack_roles_stay_apart_and_no_token_reaches_any_file_or_log(stack) -> None:
     """The local IdP's own tokens, the stack's gate, nginx and MLflow: the same URI for a Default and an Admin."""
     tokens = {name: user_tokens(stack, name)["access_token"] for name in ("bob", "alice")}
     path = f"{DELETE}?cache-probe={time.time_ns()}"
@@ -351,15 +377,9 @@ def test_on_the_real_stack_roles_stay_apart_and_no_token_reaches_the_cache_or_lo
             statuses[name].add((response.status_code, response.json().get("error_code")))
     assert statuses == {"bob": {(403, "PERMISSION_DENIED")}, "alice": {(404, "RESOURCE_DOES_NOT_EXIST")}}
 
-    cache = stack.run_dir / "nginx" / "gate-cache"
-    files = [p for p in cache.rglob("*") if p.is_file()]
-    assert files and stat.S_IMODE(cache.stat().st_mode) == 0o700
     stack.access_log(until="cache-probe")  # nginx logs after it answered
-    texts = [p.read_bytes() for p in files] + [
-        (stack.run_dir / "nginx" / "access.log").read_bytes(),
-        stack.log("gate").encode(),
-        stack.log("nginx").encode(),
-    ]
+    files = [p for p in (stack.run_dir / "nginx").rglob("*") if p.is_file()]
+    texts = [p.read_bytes() for p in files] + [stack.log("gate").encode(), stack.log("nginx").encode()]
     for token in tokens.values():
         for secret in (token, token.split(".")[1], token.split(".")[2]):
             assert not any(secret.encode() in text for text in texts)

@@ -29,8 +29,8 @@ VERDICT_CACHE_SECONDS = 30
 def reuse_until(exp: float, now: float, cap: int) -> int:
     """Last whole second (Unix time) nginx may reuse a verdict on a token expiring at exp; 0: do not reuse.
 
-    nginx serves a cached answer through the whole second X-Accel-Expires names, so the last one is the second
-    *before* exp: a verdict never outlives its token, whatever the gate's leeway.
+    nginx (stack/nginx/mlflow_gate.lua) reuses a verdict through the whole second X-Accel-Expires names, so the last
+    one is the second *before* exp: a verdict never outlives its token, whatever the gate's leeway.
     """
     until = min(math.ceil(exp) - 1, math.floor(now) + cap)
     return until if cap > 0 and until >= now else 0
@@ -45,7 +45,7 @@ class CheckHandler(tornado.web.RequestHandler):
         self.cache_seconds = cache_seconds
 
     def set_default_headers(self) -> None:
-        # nginx caches these answers and parses them on every hit: only the headers it uses.
+        # nginx reads every header of these answers: only the ones it uses.
         for name in ("Server", "Content-Type", "Date"):
             self.clear_header(name)
 
@@ -75,6 +75,10 @@ class CheckHandler(tornado.web.RequestHandler):
         if not decision.allowed:
             return self._deny(403, user, method, uri, decision.reason, decision.rule)
         self.set_status(204)
+        # Debug only: one line per decision the gate made (repeats that nginx answered itself never show up here).
+        log.debug(
+            "allowed user=%s method=%s path=%s", user, safe_text(method, 20), safe_text(uri.split("?", 1)[0], 300)
+        )
         # nginx hands these to MLflow (X-Forwarded-*), whose server side writes them into run tags.
         self.set_header("X-Auth-User", user)
         self.set_header("X-Auth-Roles", ",".join(safe_text(r, 60).replace(",", "?") for r in roles))

@@ -42,10 +42,6 @@ def render_local(
     """
     nginx_dir = Path(run_dir).resolve() / "nginx"
     nginx_dir.mkdir(parents=True, exist_ok=True)
-    # The gate's cached verdicts (who may do what): readable by the workers' user only.
-    cache_dir = nginx_dir / "gate-cache"
-    cache_dir.mkdir(mode=0o700, exist_ok=True)
-    cache_dir.chmod(0o700)
     render(
         HERE / "mlflow-proxy.conf.template",
         nginx_dir / "mlflow-proxy.conf",
@@ -55,7 +51,6 @@ def render_local(
         MLFLOW_HOST=mlflow_host or mlflow_upstream,
         GATE_UPSTREAM=gate_upstream,
         ACCESS_LOG=nginx_dir / "access.log",
-        GATE_CACHE_DIR=cache_dir,
-        GATE_KEY_JS=HERE / "gate-verdict-key.js",
+        GATE_LUA_DIR=HERE,
     )
     return render(HERE / "nginx-local.conf.template", nginx_dir / "nginx.conf", RUN_DIR=nginx_dir.parent)
