@@ -40,6 +40,49 @@ STACK_FIXTURES = frozenset(
 )
 
 
+#: `./run test` runs the whole suite with pytest-xdist, one worker per group (`-n` = len(GROUPS), `--dist loadscope`
+#: with the scope of a test = its group, see pytest_xdist_make_scheduler): a group's tests run in one process, in
+#: collection order, so each session fixture (a stack, a Keycloak, Chromium) starts once per group that needs it.
+#: The groups are balanced by `--durations` figures; the two Keycloak starts (the session's, and the hub's own realm)
+#: are in different groups so that they overlap with the rest. A test belongs to the first group with a prefix of its
+#: node id; `[name]` also asks for a parameter id `name` (tests/hub's provider).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "hub-keycloak": ("tests/hub/[keycloak]",),
+    "hub": ("tests/hub/",),
+    "keycloak": ("tests/keycloak/", "tests/oidc_auth/"),
+    "server": ("tests/server/",),
+    "kernel": ("tests/test_kernel_", "tests/test_notebooks.py", "tests/test_mlflow_plugin.py",
+               "tests/test_session.py", "tests/test_security.py"),
+    "stack": ("tests/test_bench.py", "tests/test_stack"),
+    "fast": ("tests/",),
+}  # fmt: skip
+
+
+def group_of(nodeid: str) -> str:
+    """The group of a test, from its node id: the first group with a matching prefix (and parameter)."""
+    path, _, rest = nodeid.partition("::")
+    params = rest.rpartition("[")[2].rstrip("]").split("-") if rest.endswith("]") else []
+    for group, prefixes in GROUPS.items():
+        for prefix in prefixes:
+            where, _, param = prefix.partition("[")
+            if path.startswith(where) and (not param or param.rstrip("]") in params):
+                return group
+    return "fast"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With `--dist loadscope`, a test's scope is its group: whole groups go to workers, never single tests."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         slow = item.get_closest_marker("slow") or item.get_closest_marker("browser")
@@ -248,8 +291,22 @@ def kernel_env(stack, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> P
 
 # ---------------------------------------------------------------------------------------- the run's summary
 
+_GROUP_TIMES: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Per-group wall time (first test's start to last test's end), from reports that workers send (or our own)."""
+    if hasattr(report, "node"):  # sent by an xdist worker
+        times = _GROUP_TIMES.setdefault(group_of(report.nodeid), [report.start, report.stop, 0])
+        times[0], times[1] = min(times[0], report.start), max(times[1], report.stop)
+        times[2] += report.when == "call"
+
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    if _GROUP_TIMES:
+        terminalreporter.section("wall time per xdist group")
+        for group, (start, stop, tests) in sorted(_GROUP_TIMES.items(), key=lambda kv: kv[1][0] - kv[1][1]):
+            terminalreporter.write_line(f"{group:>14}: {stop - start:7.1f} s, {tests} tests")
     began = getattr(config, "_ci_started", 0)
     for path in sorted(ARTIFACTS.glob(DRIVER_REPORTS)):
         if path.stat().st_mtime >= began:
