@@ -279,9 +279,14 @@ class Proxy:
         return response, data
 
 
-def start_nginx(tmp: Path, mlflow_upstream: str, gate_upstream: str) -> tuple[Proxy, subprocess.Popen]:
+def start_nginx(
+    tmp: Path, mlflow_upstream: str, gate_upstream: str, workers: int = 1
+) -> tuple[Proxy, subprocess.Popen]:
+    """The stack's nginx; with several workers, each new connection goes to one of them by its address (reuseport)."""
     port = free_port()
-    conf = render_local(tmp, listen=f"127.0.0.1:{port}", mlflow_upstream=mlflow_upstream, gate_upstream=gate_upstream)
+    listen = f"127.0.0.1:{port}" + (" reuseport" if workers > 1 else "")
+    conf = render_local(tmp, listen=listen, mlflow_upstream=mlflow_upstream, gate_upstream=gate_upstream)
+    conf.write_text(conf.read_text().replace("worker_processes 1;", f"worker_processes {workers};"))
     log = tmp / "nginx" / "stderr.log"
     with log.open("wb") as out:
         cmd = [NGINX, "-p", str(tmp / "nginx"), "-c", str(conf), "-g", "daemon off;"]

@@ -47,19 +47,20 @@ from .test_gate import (  # noqa: F401 - issuer and upstream are fixtures, used 
 pytestmark = [pytest.mark.stack]
 
 SEARCH = "/api/2.0/mlflow/experiments/search"
+IDENTITY = ("User", "Roles", "Subject", "Issuer", "Permissions")  # X-Auth-* from the gate, X-Forwarded-* to MLflow
 DELETE = "/api/2.0/mlflow/experiments/delete"
 
 
 class Front:
     """A gate and the nginx in front of it, with the cache folder and every log they write."""
 
-    def __init__(self, tmp: Path, issuer: Issuer, upstream: Upstream, *gate_args: str) -> None:
+    def __init__(self, tmp: Path, issuer: Issuer, upstream: Upstream, *gate_args: str, workers: int = 1) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         policy_and_args = (GATE.parent / "policy.yaml", "--log-level", "DEBUG", *gate_args)
         self.gate, self.gate_proc = start_gate(tmp, issuer.url, *policy_and_args)
         try:
-            self.proxy, self.nginx_proc = start_nginx(tmp / "front", upstream.address, self.gate.address)
+            self.proxy, self.nginx_proc = start_nginx(tmp / "front", upstream.address, self.gate.address, workers)
         except BaseException:
             stop(self.gate_proc)
             raise
@@ -100,8 +101,8 @@ def own_front(issuer: Issuer, upstream: Upstream, tmp_path: Path) -> Iterator:
     """Starts a Front with gate options of the test's choosing; all are ended when the test ends."""
     fronts: list[Front] = []
 
-    def make(*gate_args: str) -> Front:
-        fronts.append(Front(tmp_path / f"front-{len(fronts)}", issuer, upstream, *gate_args))
+    def make(*gate_args: str, workers: int = 1) -> Front:
+        fronts.append(Front(tmp_path / f"front-{len(fronts)}", issuer, upstream, *gate_args, workers=workers))
         return fronts[-1]
 
     try:
@@ -256,6 +257,24 @@ def test_two_authorization_headers_never_mix_two_users(front: Front, issuer: Iss
     conn.close()
     # nginx 1.22 refuses the duplicate (400); a later nginx would hand the gate exactly the value of the key.
     assert response.status in (400, 403), data
+
+
+def test_workers_share_verdicts_and_each_repeat_carries_its_own_identity(own_front, issuer: Issuer) -> None:
+    """Two workers: a worker that did not ask the gate takes the verdict from the shared store, whole."""
+    f = own_front(workers=2)
+    ivan, judy = user(issuer, "ivan", "Admin"), user(issuer, "judy", "Default")
+    path = f"{DELETE}?workers=1"
+    forwarded = set()
+    for _ in range(12):  # a new connection each time: reuseport spreads them over both workers
+        status, seen = f.request("POST", path, ivan)
+        assert status == 200
+        forwarded.add(tuple(seen["headers"].get(f"X-Forwarded-{h}") for h in IDENTITY))
+        status, body = f.request("POST", path, judy)
+        assert (status, body["error_code"]) == (403, "PERMISSION_DENIED") and "Admin" in body["message"]
+    assert (f.allows_logged("ivan", DELETE, "POST"), f.denials_logged("judy", DELETE)) == (1, 1)
+    fresh = f.gate.check(ivan, "POST", path).headers
+    assert forwarded == {tuple(fresh.get(f"X-Auth-{h}") for h in IDENTITY)}
+    assert "ivan" in next(iter(forwarded)) and "Admin" in next(iter(forwarded))
 
 
 # ------------------------------------------------------------------------------------------ expiry, outages, 5xx
