@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit
 
 from tornado import httputil, web
 from tornado.httpclient import HTTPRequest, HTTPResponse
+from tornado.iostream import StreamClosedError
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from ..errors import LoginRequired, OIDCError
@@ -18,7 +19,7 @@ from .handlers import MLflowHandler, is_navigation
 
 #: Request body chunks (64 KiB each from tornado) held between browser and upstream: back-pressure beyond this.
 BODY_QUEUE_CHUNKS = 16
-#: Response bytes written before each flush (upstream delivers 64 KiB chunks; each flush waits for the browser).
+#: Response bytes gathered before each write to the browser (upstream delivers 64 KiB chunks; each write is awaited).
 FLUSH_EVERY = 1 << 20
 #: Lifts the server-wide upload limit for proxied requests: artifacts of any size stream through.
 MAX_UPLOAD = 1 << 50
@@ -30,6 +31,28 @@ XSRF_HEADER_COOKIE = "mlflow-request-header-X-XSRFToken"
 
 _END = object()
 _ABORT = object()
+
+
+class Staging:
+    """Chunks gathered into one buffer for one write, the same buffer every time, instead of b"".join.
+
+    A new joined buffer of up to 1 MiB per write made glibc map and zero fresh pages each time (160 page faults per
+    MiB up, 460 down): a quarter of the Jupyter server's CPU per GiB moved. Reuse is safe only when every write is
+    awaited before the next gather: tornado resolves a write once its stream has sent every byte of it.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def gather(self, chunks: list[bytes]) -> memoryview:
+        size = sum(map(len, chunks))
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)  # a new one: views of the old one may still be alive
+        end = 0
+        for chunk in chunks:
+            self._buffer[end : end + len(chunk)] = chunk
+            end += len(chunk)
+        return memoryview(self._buffer)[:end]
 
 
 class ClientGone(Exception):
@@ -61,7 +84,11 @@ class ProxyHandler(MLflowHandler):
         self._rewrite: Callable[[bytes], bytes] = bytes
         self._held: list[bytes] = []
         self._held_size = 0
-        self._unflushed = 0
+        self._unsent: list[bytes] = []
+        self._unsent_size = 0
+        self._request_staging = Staging()
+        self._response_staging = Staging()
+        self._body_started = False
         self._path = ""
 
     def flush(self, include_footers: bool = False) -> Any:
@@ -184,7 +211,7 @@ class ProxyHandler(MLflowHandler):
         self._upstream = asyncio.ensure_future(self.ext.http_client.fetch(upstream_request, raise_error=False))
         self._upstream.add_done_callback(lambda _f: self._release_body())
 
-    async def _produce_body(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+    async def _produce_body(self, write: Callable[[bytes | memoryview], Awaitable[None]]) -> None:
         assert self._body is not None
         while True:
             # What arrived while the last write was under way goes upstream as one write: a trip through the
@@ -194,7 +221,7 @@ class ProxyHandler(MLflowHandler):
                 chunks.append(self._body.get_nowait())
             data = [chunk for chunk in chunks if isinstance(chunk, bytes)]
             if data:
-                await write(data[0] if len(data) == 1 else b"".join(data))
+                await write(data[0] if len(data) == 1 else self._request_staging.gather(data))
             if chunks[-1] is _END:
                 return
             if chunks[-1] is _ABORT:
@@ -257,19 +284,19 @@ class ProxyHandler(MLflowHandler):
 
     async def _on_chunk(self, chunk: bytes) -> None:
         if self._mode == "stream":
-            self.write(chunk)
-            self._unflushed += len(chunk)
-            if self._unflushed >= FLUSH_EVERY:
-                # One flush at a time, awaited: tornado waits for it before reading more from upstream (memory
+            self._unsent.append(chunk)
+            self._unsent_size += len(chunk)
+            if self._unsent_size >= FLUSH_EVERY:
+                # One write at a time, awaited: tornado waits for it before reading more from upstream (memory
                 # stays flat). Per 64 KiB chunk that wait cost downloads half their speed; per MiB it is noise.
-                self._unflushed = 0
-                await self.flush()
+                await self._send_unsent()
         elif self._mode in ("rewrite", "inject"):
             self._hold(chunk)
             if self._held_size > MAX_REWRITE:
                 self._mode = "stream"
                 self.write(b"".join(self._held))
                 self._held = []
+                self._body_started = True
                 await self.flush()
         elif self._held_size < MAX_ERROR_DETAIL:
             self._hold(chunk)
@@ -277,6 +304,22 @@ class ProxyHandler(MLflowHandler):
     def _hold(self, chunk: bytes) -> None:
         self._held.append(chunk)
         self._held_size += len(chunk)
+
+    async def _send_unsent(self) -> None:
+        """Send the gathered response bytes to the browser and wait until they are on their way."""
+        chunks, self._unsent, self._unsent_size = self._unsent, [], 0
+        if not chunks:
+            return
+        if not self._body_started or self.settings.get("compress_response") or self.settings.get("gzip"):
+            # The first write carries our headers, and a compressing server must pass every byte through its
+            # transforms: both go through tornado's own write and flush.
+            self._body_started = True
+            self.write(b"".join(chunks))
+            await self.flush()
+        else:
+            # What tornado's flush would send, without its join (see Staging); its streams take any buffer.
+            view = self._response_staging.gather(chunks)
+            await self.request.connection.write(view)  # type: ignore[union-attr, arg-type]
 
     async def _relay(self) -> None:
         """Wait for the upstream response (its body has been streaming meanwhile) and finish ours."""
@@ -305,6 +348,10 @@ class ProxyHandler(MLflowHandler):
         elif self._mode == "inject":
             self.finish(overlay.inject(b"".join(self._held), self.ext.public_path(overlay.SCRIPT_ROUTE)))
         else:
+            try:
+                await self._send_unsent()
+            except StreamClosedError:
+                return  # the browser left: nobody to finish for
             self.finish()
 
     def _unreachable(self, error: BaseException) -> None:
