@@ -281,9 +281,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def paired_ratio(base: Sequence[float | None], other: Sequence[float | None]) -> str:
     """The median over rounds of other/base, each pair measured back to back (a round's load falls on both),
-    as `0.95x`; `-` when no round has both."""
+    as `0.95x`, with the 95% bootstrap interval of that median from 3 rounds on (`0.95x (0.90-1.01)`): a goal
+    inside the interval is within this run's noise. `-` when no round has both."""
     ratios = [o / b for b, o in zip(base, other, strict=True) if b and o is not None]
-    return f"{statistics.median(ratios):.2f}x" if ratios else "-"
+    if not ratios:
+        return "-"
+    if len(ratios) < 3:
+        return f"{statistics.median(ratios):.2f}x"
+    low, high = median_interval(ratios)
+    return f"{statistics.median(ratios):.2f}x ({low:.2f}-{high:.2f})"
 
 
 def small_calls(
@@ -340,6 +346,38 @@ def cpu_seconds(pid: int) -> float:
             times = proc.cpu_times()
             total += times.user + times.system
     return total
+
+
+class CpuPerGiB:
+    """CPU seconds per GiB moved, by process tree and for this client process, per (path, way, process).
+
+    Robust on a shared machine: time spent waiting for a core is not counted, so it shows what a path costs even
+    when the wall-clock ratio is mostly load from elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self.samples: dict[tuple[str, str, str], list[float]] = {}
+
+    def around(self, path: str, mib: int, pids: dict[str, int]) -> Callable[[str], contextlib.AbstractContextManager]:
+        """For `up_and_down(..., around=...)`: counts the processes `pids` (name -> PID) and the client."""
+
+        @contextlib.contextmanager
+        def counted(way: str) -> Iterator[None]:
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            client_before = time.process_time()
+            yield
+            spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+            spent["client"] = time.process_time() - client_before
+            for name, seconds in spent.items():
+                self.samples.setdefault((path, way, name), []).append(seconds * 1024 / mib)
+
+        return counted
+
+    def cells(self, path: str, way: str, names: Sequence[str]) -> list[str] | None:
+        """Median CPU seconds per GiB of each of `names` (`-` for a process this path does not use)."""
+        if (path, way, "client") not in self.samples:
+            return None
+        return [fmt(median(self.samples[key]), 2) if (key := (path, way, n)) in self.samples else "-" for n in names]
 
 
 class PeakRSS:

@@ -1,14 +1,15 @@
 """Our Jupyter `/mlflow/` proxy vs MLflow direct vs jupyter-server-proxy, interleaved in one run.
 
-    .venv/bin/python bench/jupyter_proxy.py [--sizes 80 400 1024] [--rounds 3] [--requests 200] [--short]
+    .venv/bin/python bench/jupyter_proxy.py [--sizes 80 400 1024] [--rounds 5] [--requests 200] [--short]
 
 Needs the `bench` extra (jupyter-server-proxy). Starts its own local stack and TWO `jupyter server`s on free ports
 (stopped by PID at the end), so one proxy's heap never hides the other's: one runs our extension (signed in as
 alice through the IdP's own pages), the other jupyter-server-proxy with a named proxy. Both proxies go straight to
 MLflow (not through nginx + gate: that is bench/proxy_overhead.py), so the proxy is the only difference from
 direct. Each size goes up (PUT with a Content-Length) and down through all three, the order alternated every
-round; median MiB/s, ratios to direct, the Jupyter server's peak RSS growth during a transfer, sha256 of every
-download. Then small API calls: p50/p99 latency. A failed or truncated transfer shows as such.
+round; median MiB/s, ratios to direct (with a 95% interval), CPU seconds per GiB of the client, the Jupyter server
+and MLflow, the Jupyter server's peak RSS growth during a transfer, sha256 of every download. Then small API calls:
+p50/p99 latency. A failed or truncated transfer shows as such.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import requests
 from benchlib import (
+    CpuPerGiB,
     PeakRSS,
     busy_machine,
     heading,
@@ -91,20 +93,21 @@ class Jupyter(JupyterProcess):
 
 
 def main() -> int:
-    args = transfer_args(__doc__, sizes=[80, 400, 1024], requests=200, short_sizes=[4])
+    args = transfer_args(__doc__, sizes=[80, 400, 1024], requests=200, short_sizes=[4], rounds=5)
 
     heading(
         "Jupyter `/mlflow/` proxy: ours vs MLflow direct vs jupyter-server-proxy"
         + (", busy machine" if args.busy else ""),
         f"Artifacts of {', '.join(map(str, args.sizes))} MiB up (PUT) and down, {args.rounds} rounds alternated, "
-        "medians; vs direct: median over rounds of the ratio to the direct transfer of the same round; RSS: the "
-        "Jupyter server's largest peak growth during one transfer."
+        "medians; vs direct: median over rounds of the ratio to the direct transfer of the same round (95% interval "
+        "of that median); RSS: the Jupyter server's largest peak growth during one transfer."
         + (" Two CPU hogs (`python -c 'while 1: pass'`) ran throughout." if args.busy else ""),
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-jupyter-proxy-"))
     servers: list[Jupyter] = []
     try:
-        with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (_stack, endpoints), busy_machine(args.busy):
+        with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (stack, endpoints), busy_machine(args.busy):
+            mlflow_pid = stack.running()["mlflow"]["pid"]
             ours = Jupyter(workdir / "ours", endpoints, False)
             servers.append(ours)
             by_path = {"ours": ours}
@@ -117,15 +120,17 @@ def main() -> int:
             headers = {"direct": {}, **{k: {"Authorization": f"token {s.token}"} for k, s in by_path.items()}}
             started = {k: rss_mib(s.proc.pid) for k, s in by_path.items() if s.proc}
 
-            rows = []
+            rows, cpu_rows = [], []
             for mib in args.sizes:
                 rss_growth: dict[str, list[float]] = {k: [] for k in PATHS}
+                cpu = CpuPerGiB()
 
-                def measure(path: str, mib: int = mib, rss_growth: dict = rss_growth) -> tuple:
+                def measure(path: str, mib: int = mib, rss_growth: dict = rss_growth, cpu: CpuPerGiB = cpu) -> tuple:
                     server = by_path.get(path)
                     pids = {"server": server.proc.pid} if server and server.proc else {}
+                    counted = cpu.around(path, mib, {**pids, "mlflow": mlflow_pid})
                     with PeakRSS(pids) as rss:
-                        up, down = up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}")
+                        up, down = up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}", counted)
                     rss_growth[path].append(rss.growth("server") if pids else 0.0)
                     return up, down
 
@@ -134,6 +139,9 @@ def main() -> int:
                     growth = f"{max(rss_growth[k]):+.0f}" if k != "direct" else "-"
                     rows.append((mib, k, runs.cell(k, 0), runs.versus(k, 0, "direct"), runs.cell(k, 1),
                                  runs.versus(k, 1, "direct"), growth))  # fmt: skip
+                    for way in ("up", "down"):
+                        if seconds := cpu.cells(k, way, ("client", "server", "mlflow")):
+                            cpu_rows.append((mib, k, way, *seconds))
 
             small = small_calls(args.rounds, bases, headers, args.requests)
             small_rows = [
@@ -146,6 +154,8 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)  # artifacts of every size
 
     print(table(("MiB", "path", "up MiB/s", "up vs direct", "down MiB/s", "down vs direct", "server RSS +MiB"), rows))
+    print("\nCPU seconds per GiB moved (median), by process:\n")
+    print(table(("MiB", "path", "way", "client", "Jupyter server", "mlflow"), cpu_rows))
     idle = ", ".join(f"{k} {v:.0f} MiB" for k, v in started.items())
     print(f"\nJupyter server RSS when idle: {idle}." + ("" if HAVE_PEER else " (jupyter-server-proxy not installed:"
           " `pip install -e '.[bench]'`)") + "\n")  # fmt: skip

@@ -13,20 +13,15 @@ growth of nginx and the gate. Then small API calls (p50/p99 latency). Every down
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import time
-from collections.abc import Iterator
 
 from benchlib import (
+    CpuPerGiB,
     PeakRSS,
     bot_token,
     busy_machine,
-    cpu_seconds,
-    fmt,
     heading,
     local_stack,
-    median,
     percentile,
     small_calls,
     table,
@@ -60,19 +55,10 @@ def main() -> int:
         rows, cpu_rows = [], []
         with PeakRSS(pids) as rss:
             for mib in args.sizes:
-                cpu: dict[tuple[str, str, str], list[float]] = {}
+                cpu = CpuPerGiB()
 
-                def measure(path: str, mib: int = mib, cpu: dict = cpu) -> tuple:
-                    @contextlib.contextmanager
-                    def counted(direction: str) -> Iterator[None]:
-                        before = {n: cpu_seconds(pid) for n, pid in pids.items()}
-                        client_before = time.process_time()
-                        yield
-                        spent = {n: cpu_seconds(pid) - before[n] for n, pid in pids.items()}
-                        spent["client"] = time.process_time() - client_before
-                        for name, seconds in spent.items():
-                            cpu.setdefault((path, direction, name), []).append(seconds * 1024 / mib)
-
+                def measure(path: str, mib: int = mib, cpu: CpuPerGiB = cpu) -> tuple:
+                    counted = cpu.around(path, mib, pids)
                     return up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}", counted)
 
                 runs = transfer_rounds(args.rounds, PATHS, measure)
@@ -81,8 +67,7 @@ def main() -> int:
                     rows.append((mib, way, *cells, runs.versus(PATHS[1], index, PATHS[0])))
                 for path in PATHS:
                     for way in ("up", "down"):
-                        if (path, way, "client") in cpu:
-                            seconds = [fmt(median(cpu[(path, way, n)]), 2) for n in COMPONENTS]
+                        if seconds := cpu.cells(path, way, COMPONENTS):
                             cpu_rows.append((mib, path, way, *seconds))
 
         small = small_calls(args.rounds, bases, headers, args.requests)
