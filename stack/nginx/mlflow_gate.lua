@@ -126,8 +126,8 @@ function M.authorize()
     local authorization = var.http_authorization
     local key
     if authorization then
-        -- The same three values the internal location sends the gate (its $request_method is this request's
-        -- there too; the subrequest keeps the main request's raw URI, and its headers).
+        -- The same three values the internal location sends the gate: there $request_method is the main
+        -- request's method, and the subrequest keeps the main request's raw URI and headers.
         key = get_method() .. SEPARATOR .. var.request_uri .. SEPARATOR .. authorization
         if #key > MAX_KEY_BYTES then
             key = nil
