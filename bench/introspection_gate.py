@@ -1,4 +1,4 @@
-"""The per-request round trip, for comparison with the gate: an auth_request service that asks the provider.
+"""The per-request round trip, for comparison with the gate: a decision service like the gate that asks the provider.
 
     .venv/bin/python bench/introspection_gate.py --port P --issuer URL --client-id ID --client-secret-env VAR
 

@@ -1,4 +1,4 @@
-"""Authorization gate for nginx auth_request: validates the bearer JWT locally and applies the role policy."""
+"""Authorization gate nginx asks about each request: validates the bearer JWT locally and applies the role policy."""
 
 from __future__ import annotations
 
