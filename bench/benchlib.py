@@ -349,7 +349,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuPerGiB:
-    """CPU seconds per GiB moved, by process tree and for this client process, per (path, way, process).
+    """CPU seconds per GiB moved, by process tree and for this client process, per (path, way, process), and
+    their sum ("total"): when the cores are the limit, the wall-clock ratio of two paths follows that of totals.
 
     Robust on a shared machine: time spent waiting for a core is not counted, so it shows what a path costs even
     when the wall-clock ratio is mostly load from elsewhere.
@@ -368,6 +369,7 @@ class CpuPerGiB:
             yield
             spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
             spent["client"] = time.process_time() - client_before
+            spent["total"] = sum(spent.values())
             for name, seconds in spent.items():
                 self.samples.setdefault((path, way, name), []).append(seconds * 1024 / mib)
 

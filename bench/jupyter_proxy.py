@@ -137,10 +137,10 @@ def main() -> int:
                 runs = transfer_rounds(args.rounds, PATHS, measure)
                 for k in PATHS:
                     growth = f"{max(rss_growth[k]):+.0f}" if k != "direct" else "-"
-                    rows.append((mib, k, runs.cell(k, 0), runs.versus(k, 0, "direct"), runs.cell(k, 1),
-                                 runs.versus(k, 1, "direct"), growth))  # fmt: skip
+                    up, down = (runs.versus(k, way, "direct") if k != "direct" else "1.00x" for way in (0, 1))
+                    rows.append((mib, k, runs.cell(k, 0), up, runs.cell(k, 1), down, growth))
                     for way in ("up", "down"):
-                        if seconds := cpu.cells(k, way, ("client", "server", "mlflow")):
+                        if seconds := cpu.cells(k, way, ("client", "server", "mlflow", "total")):
                             cpu_rows.append((mib, k, way, *seconds))
 
             small = small_calls(args.rounds, bases, headers, args.requests)
@@ -155,7 +155,7 @@ def main() -> int:
 
     print(table(("MiB", "path", "up MiB/s", "up vs direct", "down MiB/s", "down vs direct", "server RSS +MiB"), rows))
     print("\nCPU seconds per GiB moved (median), by process:\n")
-    print(table(("MiB", "path", "way", "client", "Jupyter server", "mlflow"), cpu_rows))
+    print(table(("MiB", "path", "way", "client", "Jupyter server", "mlflow", "total"), cpu_rows))
     idle = ", ".join(f"{k} {v:.0f} MiB" for k, v in started.items())
     print(f"\nJupyter server RSS when idle: {idle}." + ("" if HAVE_PEER else " (jupyter-server-proxy not installed:"
           " `pip install -e '.[bench]'`)") + "\n")  # fmt: skip

@@ -67,7 +67,7 @@ def main() -> int:
                     rows.append((mib, way, *cells, runs.versus(PATHS[1], index, PATHS[0])))
                 for path in PATHS:
                     for way in ("up", "down"):
-                        if seconds := cpu.cells(path, way, COMPONENTS):
+                        if seconds := cpu.cells(path, way, (*COMPONENTS, "total")):
                             cpu_rows.append((mib, path, way, *seconds))
 
         small = small_calls(args.rounds, bases, headers, args.requests)
@@ -79,7 +79,7 @@ def main() -> int:
 
     print(table(("MiB", "way", "direct MiB/s", "nginx + gate MiB/s", "**ratio proxy/direct**"), rows))
     print("\nCPU seconds per GiB moved (median), by process:\n")
-    print(table(("MiB", "path", "way", *COMPONENTS), cpu_rows))
+    print(table(("MiB", "path", "way", *COMPONENTS, "total"), cpu_rows))
     print(
         f"\nPeak RSS growth over all transfers: nginx {rss.growth('nginx'):+.1f} MiB "
         f"(from {rss.before['nginx']:.0f}), gate {rss.growth('gate'):+.1f} MiB (from {rss.before['gate']:.0f}); "
