@@ -45,10 +45,13 @@ STACK_FIXTURES = frozenset(
 #: collection order, so each session fixture (a stack, a Keycloak, Chromium) starts once per group that needs it.
 #: The groups are balanced by `--durations` figures; the two Keycloak starts (the session's, and the hub's own realm)
 #: are in different groups so that they overlap with the rest. A test belongs to the first group with a prefix of its
-#: node id; `[name]` also asks for a parameter id `name` (tests/hub's provider).
+#: node id; `[name]` also asks for a parameter id `name` (the provider of tests/hub and tests/oidc_auth).
 GROUPS: dict[str, tuple[str, ...]] = {
-    "hub-keycloak": ("tests/hub/[keycloak]",),
-    "hub": ("tests/hub/",),
+    # Keycloak with the hub's realm starts first (3-5 min), alone; then tests that need no stack of their own.
+    "hub-keycloak": ("tests/hub/[keycloak]", "tests/server/test_launcher.py::test_the_prebuilt_labextension",
+                     "tests/test_stack_run_options.py"),
+    "hub": ("tests/hub/", "tests/oidc_auth/[local]", "tests/test_stack_lifecycle.py"),
+    # The session's Keycloak (tests/support/keycloak.py), shared by these two folders.
     "keycloak": ("tests/keycloak/", "tests/oidc_auth/"),
     "server": ("tests/server/",),
     "kernel": ("tests/test_kernel_", "tests/test_notebooks.py", "tests/test_mlflow_plugin.py",
@@ -60,12 +63,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 def group_of(nodeid: str) -> str:
     """The group of a test, from its node id: the first group with a matching prefix (and parameter)."""
-    path, _, rest = nodeid.partition("::")
-    params = rest.rpartition("[")[2].rstrip("]").split("-") if rest.endswith("]") else []
+    name, _, param_ids = nodeid.partition("[")
+    params = param_ids.rstrip("]").split("-")
     for group, prefixes in GROUPS.items():
         for prefix in prefixes:
             where, _, param = prefix.partition("[")
-            if path.startswith(where) and (not param or param.rstrip("]") in params):
+            if name.startswith(where) and (not param or param.rstrip("]") in params):
                 return group
     return "fast"
 
