@@ -21,9 +21,43 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+#: How long an xdist controller given SIGTERM waits for its workers to stop their stacks (Keycloak takes longest).
+WORKER_STOP_TIMEOUT = 180.0
+
+
 def _interrupt_on_sigterm(_signum: int, _frame: object) -> None:
     # pytest tears fixtures down on KeyboardInterrupt, not on SIGTERM: a CI timeout or `kill` must still stop stacks.
+    _stop_xdist_workers()
     raise KeyboardInterrupt("SIGTERM")
+
+
+def _stop_xdist_workers() -> None:
+    """As the xdist controller: pass SIGTERM on to each worker (by PID) and wait until they have torn down.
+
+    Otherwise the controller's own exit kills its workers outright, and the stacks they started keep running."""
+    import psutil
+
+    workers = []
+    for child in psutil.Process().children():
+        try:
+            if "exec(eval(sys.stdin.readline()))" in " ".join(child.cmdline()):  # execnet's popen worker
+                child.send_signal(signal.SIGTERM)
+                workers.append(child)
+        except psutil.Error:
+            continue
+
+    def tearing_down(worker: psutil.Process) -> bool:
+        # A worker that has torn down waits for this controller, which is in this handler: it has exited, or no
+        # process it started (stack components, the Playwright driver) is left.
+        try:
+            live = [c for c in worker.children() if c.status() != psutil.STATUS_ZOMBIE]
+            return worker.status() != psutil.STATUS_ZOMBIE and bool(live)
+        except psutil.Error:
+            return False
+
+    deadline = time.monotonic() + WORKER_STOP_TIMEOUT
+    while any(tearing_down(worker) for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
