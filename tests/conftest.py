@@ -78,8 +78,8 @@ STACK_FIXTURES = frozenset(
 #: with the scope of a test = its group, see pytest_xdist_make_scheduler): a group's tests run in one process, in
 #: collection order, so each session fixture (a stack, a Keycloak, Chromium) starts once per group that needs it.
 #: The groups are balanced by `--durations` figures; the two Keycloak starts (the session's, and the hub's own realm)
-#: are in different groups so that they overlap with the rest. A test belongs to the first group with a prefix of its
-#: node id; `[name]` also asks for a parameter id `name` (the provider of tests/hub and tests/oidc_auth).
+#: are in different groups so that they overlap with the rest. A test belongs to the group with the longest prefix of
+#: its node id; `[name]` also asks for a parameter id `name` (the provider of tests/hub and tests/oidc_auth).
 GROUPS: dict[str, tuple[str, ...]] = {
     # Keycloak with the hub's realm starts first (3-5 min), alone; then tests that need no stack of their own.
     "hub-keycloak": ("tests/hub/[keycloak]", "tests/server/test_launcher.py::test_the_prebuilt_labextension",
@@ -91,20 +91,22 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "kernel": ("tests/test_kernel_", "tests/test_notebooks.py", "tests/test_mlflow_plugin.py",
                "tests/test_session.py", "tests/test_security.py"),
     "stack": ("tests/test_bench.py", "tests/test_stack"),
-    "fast": ("tests/",),
+    "rest": ("tests/", "tests/server/test_base_url.py"),
 }  # fmt: skip
 
 
 def group_of(nodeid: str) -> str:
-    """The group of a test, from its node id: the first group with a matching prefix (and parameter)."""
+    """The group of a test, from its node id: the group with the longest matching prefix (a parameter, longer)."""
     name, _, param_ids = nodeid.partition("[")
     params = param_ids.rstrip("]").split("-")
+    best, group_found = (-1, False), "rest"
     for group, prefixes in GROUPS.items():
         for prefix in prefixes:
             where, _, param = prefix.partition("[")
-            if name.startswith(where) and (not param or param.rstrip("]") in params):
-                return group
-    return "fast"
+            specific = (len(where), bool(param))
+            if name.startswith(where) and (not param or param.rstrip("]") in params) and specific > best:
+                best, group_found = specific, group
+    return group_found
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
