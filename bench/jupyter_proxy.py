@@ -139,8 +139,9 @@ def main() -> int:
                     growth = f"{max(rss_growth[k]):+.0f}" if k != "direct" else "-"
                     up, down = (runs.versus(k, way, "direct") if k != "direct" else "1.00x" for way in (0, 1))
                     rows.append((mib, k, runs.cell(k, 0), up, runs.cell(k, 1), down, growth))
-                    for way in ("up", "down"):
-                        if seconds := cpu.cells(k, way, ("client", "server", "mlflow", "total")):
+                    for index, way in enumerate(("up", "down")):
+                        seconds = cpu.cells(k, way, ("client", "server", "mlflow", "total"))
+                        if seconds and any(runs.rates(k, index)):  # a transfer that failed in every round moved nothing
                             cpu_rows.append((mib, k, way, *seconds))
 
             small = small_calls(args.rounds, bases, headers, args.requests)
