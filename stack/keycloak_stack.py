@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import random
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import keycloak_dist, keycloak_idp, postgres
-from .errors import StackError
-from .ports import HOST, port_free
+from .ports import HOST, free_port
 
 COMPONENTS = ("postgres", "idp", "mlflow", "gate", "nginx")
 # A first start creates Keycloak's schema (a minute on a quiet 2-core machine, several under load).
@@ -20,17 +18,9 @@ SECRET_NAMES = ("ci-bot", "jupyterhub", "postgres", "keycloak-admin")
 
 def late_bound_port() -> int:
     """A free port below the kernel's ephemeral range, for Keycloak, which binds its port only at the end of a
-    minutes-long start: an ephemeral port picked now is likely to be some outgoing connection's by then."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    candidates = list(range(20000, max(20001, low)))
-    random.shuffle(candidates)
-    for port in candidates[:200]:
-        if port_free(port):
-            return port
-    raise StackError("no free port below the ephemeral range for Keycloak: free one or pass --port idp=PORT")
+    minutes-long start: an ephemeral port picked now is likely to be some outgoing connection's by then.
+    (`free_port` hands out only such ports now, and notes them so that no other stack gets the same meanwhile.)"""
+    return free_port()
 
 
 def new_secrets(current: Mapping[str, str]) -> dict[str, str]:
