@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -297,6 +298,45 @@ def test_a_fresh_keys_file_rotates_the_signing_key_and_sessions_survive_the_rest
         assert [key["kid"] for key in server.jwks()["keys"]] != [old_kid]
         refreshed = server.jupyter().refresh_token(server.metadata["token_endpoint"], tokens["refresh_token"])
         assert jwt.decode(refreshed["access_token"], JsonWebKey.import_key_set(server.jwks())).header["kid"] != old_kid
+    finally:
+        server.stop()
+
+
+def test_a_refresh_in_flight_when_the_idp_is_stopped_is_answered_and_its_rotation_kept(tmp_path: Path) -> None:
+    """SIGTERM lets a request in flight finish: cutting a refresh off halfway would leave the client holding a spent
+    refresh token (the rotation is saved before the answer), and its next refresh would end the session."""
+    server = IdP(tmp_path)
+    try:
+        server.start()
+        spent = server.sign_in("alice")["refresh_token"]
+        body = urlencode({"grant_type": "refresh_token", "refresh_token": spent, "client_id": "jupyter"}).encode()
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.putrequest("POST", urlsplit(server.metadata["token_endpoint"]).path)
+        for name, value in {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Length": str(len(body)),
+            "Expect": "100-continue",  # node answers 100 once it has parsed the headers: the request is in flight
+        }.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            chunk = connection.sock.recv(1)
+            assert chunk, "the IdP closed the connection before answering 100 Continue"
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100")
+
+        assert server.process is not None
+        os.killpg(server.process.pid, signal.SIGTERM)
+        connection.send(body)
+        answer = connection.getresponse()
+        assert answer.status == 200, answer.read()[:200]
+        fresh = json.loads(answer.read())["refresh_token"]
+        server.process.wait(timeout=10)  # and then it stops
+
+        server.start()
+        client = server.jupyter()
+        assert client.refresh_token(server.metadata["token_endpoint"], refresh_token=fresh)["access_token"]
     finally:
         server.stop()
 

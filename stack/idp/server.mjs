@@ -387,10 +387,18 @@ server.listen(config.port, '127.0.0.1', () => {
   });
 });
 
+// Stop as a real IdP does: take no new connections, close idle ones, and let requests in flight finish first.
+// Cutting one off could lose a refresh token rotation halfway: the old token is already consumed (saved) but the
+// client never receives the new one, so its next refresh is invalid_grant and the session ends. Bounded: whatever
+// is still open after STOP_GRACE_MS is cut.
+const STOP_GRACE_MS = 5000;
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {
-    server.close();
-    server.closeAllConnections();
-    process.exit(0);
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+    setTimeout(() => {
+      server.closeAllConnections();
+      process.exit(0);
+    }, STOP_GRACE_MS);
   });
 }
