@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -345,6 +346,68 @@ def test_401_and_gate_errors_are_never_cached(own_front, issuer: Issuer, upstrea
             stop(nginx, signal.SIGQUIT)
     finally:
         stop(gate)
+
+
+# ------------------------------------------------------------------------------------------ a full store, a huge key
+
+
+def nginx_worker_rss_mib(f: Front) -> float:
+    return sum(child.memory_info().rss for child in psutil.Process(f.nginx_proc.pid).children()) / 2**20
+
+
+def test_a_full_store_evicts_the_least_recently_used_and_keeps_answering_right(own_front, issuer: Issuer) -> None:
+    """Fills the 16 MiB store and the worker's 2000 recent verdicts past their bounds with distinct requests.
+
+    Each key carries a ~6 KiB query (nginx's request line holds 8 KiB), so ~2000 verdicts fill the shared store.
+    The oldest verdict then goes back to the gate, the newest is still answered from memory, nothing is logged as
+    a failure and nginx's memory stays where the first fill left it.
+    """
+    f = own_front()
+    bob = user(issuer, "bob", "Default")
+    pad = "p" * 6000
+    count = 3000
+    conn = http.client.HTTPConnection(f.proxy.url.removeprefix("http://"), timeout=30)
+    headers = {"Authorization": f"Bearer {bob}"}
+
+    def fill(first: int, last: int) -> None:
+        for i in range(first, last):
+            conn.request("GET", f"{SEARCH}?fill={i}&pad={pad}", headers=headers)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, i
+
+    try:
+        fill(0, count)
+        assert f.allows_logged("bob", SEARCH) == count, "every distinct request was a miss"
+        after_first_fill = nginx_worker_rss_mib(f)
+
+        status, seen = f.request("GET", f"{SEARCH}?fill={count - 1}&pad={pad}", bob)
+        assert status == 200 and f.allows_logged("bob", SEARCH) == count, "the newest verdict is still in memory"
+        status, seen = f.request("GET", f"{SEARCH}?fill=0&pad={pad}", bob)
+        assert status == 200 and f.allows_logged("bob", SEARCH) == count + 1, "the oldest went back to the gate"
+        assert seen["headers"]["X-Forwarded-User"] == "bob" and seen["headers"]["X-Forwarded-Roles"] == "Default"
+        status, body = f.request("POST", DELETE, bob)
+        assert (status, body["error_code"]) == (403, "PERMISSION_DENIED"), "a denial is still a denial when full"
+
+        fill(count, 2 * count)  # evicting all the time now
+        growth = nginx_worker_rss_mib(f) - after_first_fill
+        assert growth < 4, f"nginx grew {growth:.1f} MiB once the store was full"
+    finally:
+        conn.close()
+    errors = (f.proxy.run_dir / "nginx" / "error.log").read_text()
+    assert not [line for line in errors.splitlines() if any(f"[{level}]" in line for level in ("crit", "alert"))]
+
+
+def test_a_header_too_large_for_a_key_is_refused_by_nginx_before_the_gate(front: Front, issuer: Issuer) -> None:
+    """A key longer than a shared-store key (64 KiB) cannot form: nginx refuses a header over 8 KiB first."""
+    token = user(issuer, "bob", "Default", padding="x" * 70_000)
+    asked = front.gate.log.read_text().count("\n")
+    response, _ = front.proxy.raw("GET", f"{SEARCH}?huge=1", token)
+    assert response.status == 400
+    assert front.gate.log.read_text().count("\n") == asked, "the gate was never asked"
+    header, payload, signature = token.split(".")
+    for path in [front.gate.log, *front.nginx_files()]:
+        assert signature.encode() not in path.read_bytes(), path
 
 
 # ------------------------------------------------------------------------------------------ nothing secret on disk
