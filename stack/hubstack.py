@@ -99,7 +99,8 @@ def health_url(name: str, ports: dict[str, int]) -> tuple[str, set[int]]:
     """Where a component says it is up, and the answers that mean so."""
     if name == "proxy":
         return f"http://{HOST}:{ports['proxy-api']}/api/routes", {403}  # the API answers, and wants its token
-    return f"http://{HOST}:{ports['hub']}/hub/health", {200}
+    # Through the public port, as people come: the hub is up only when the proxy routes to it.
+    return f"{hub_url(ports)}/hub/health", {200}
 
 
 def ensure_proxy_installed() -> None:
