@@ -48,10 +48,18 @@ def parser(doc: str | None, *, busy: bool = False) -> argparse.ArgumentParser:
 
 
 def transfer_args(
-    doc: str | None, sizes: list[int], requests: int, short_sizes: list[int], rounds: int = 3
+    doc: str | None,
+    sizes: list[int],
+    requests: int,
+    short_sizes: list[int],
+    rounds: int = 3,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> argparse.Namespace:
-    """The options of the proxy benchmarks: artifact sizes, rounds, small calls, `--busy`, `--short`."""
+    """The options of the proxy benchmarks: artifact sizes, rounds, small calls, `--busy`, `--short`, and those
+    `extra` adds to the parser."""
     p = parser(doc, busy=True)
+    if extra is not None:
+        extra(p)
     p.add_argument("--sizes", type=int, nargs="+", default=sizes, help="MiB (default %(default)s)")
     p.add_argument("--rounds", type=int, default=rounds, help="repetitions of each transfer (default %(default)s)")
     p.add_argument("--requests", type=int, default=requests, help="small API calls per path and round")

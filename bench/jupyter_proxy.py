@@ -1,6 +1,7 @@
 """Our Jupyter `/mlflow/` proxy vs MLflow direct vs jupyter-server-proxy, interleaved in one run.
 
     .venv/bin/python bench/jupyter_proxy.py [--sizes 80 400 1024] [--rounds 5] [--requests 200] [--short]
+                                            [--without-peer]
 
 Needs the `bench` extra (jupyter-server-proxy). Starts its own local stack and TWO `jupyter server`s on free ports
 (stopped by PID at the end), so one proxy's heap never hides the other's: one runs our extension (signed in as
@@ -45,7 +46,6 @@ PEER = "mlflow-peer"  # jupyter-server-proxy's named proxy, at {base_url}mlflow-
 USER = "alice"
 # The peer is the `bench` extra (`./run bench` installs it); without it, ours is still measured against direct.
 HAVE_PEER = importlib.util.find_spec("jupyter_server_proxy") is not None
-PATHS = ("direct", "ours", "jupyter-server-proxy") if HAVE_PEER else ("direct", "ours")
 
 
 class Jupyter(JupyterProcess):
@@ -93,7 +93,18 @@ class Jupyter(JupyterProcess):
 
 
 def main() -> int:
-    args = transfer_args(__doc__, sizes=[80, 400, 1024], requests=200, short_sizes=[4], rounds=5)
+    args = transfer_args(
+        __doc__,
+        sizes=[80, 400, 1024],
+        requests=200,
+        short_sizes=[4],
+        rounds=5,
+        extra=lambda p: p.add_argument(
+            "--without-peer", action="store_true", help="ours vs direct only: quicker when tuning our proxy"
+        ),
+    )
+    with_peer = HAVE_PEER and not args.without_peer
+    paths = ("direct", "ours", "jupyter-server-proxy") if with_peer else ("direct", "ours")
 
     heading(
         "Jupyter `/mlflow/` proxy: ours vs MLflow direct vs jupyter-server-proxy"
@@ -111,7 +122,7 @@ def main() -> int:
             ours = Jupyter(workdir / "ours", endpoints, False)
             servers.append(ours)
             by_path = {"ours": ours}
-            if HAVE_PEER:
+            if with_peer:
                 servers.append(by_path.setdefault("jupyter-server-proxy", Jupyter(workdir / "peer", endpoints, True)))
             for server in servers:
                 server.start(extension_started=not server.peer)
@@ -122,7 +133,7 @@ def main() -> int:
 
             rows, cpu_rows = [], []
             for mib in args.sizes:
-                rss_growth: dict[str, list[float]] = {k: [] for k in PATHS}
+                rss_growth: dict[str, list[float]] = {k: [] for k in paths}
                 cpu = CpuPerGiB()
 
                 def measure(path: str, mib: int = mib, rss_growth: dict = rss_growth, cpu: CpuPerGiB = cpu) -> tuple:
@@ -134,8 +145,8 @@ def main() -> int:
                     rss_growth[path].append(rss.growth("server") if pids else 0.0)
                     return up, down
 
-                runs = transfer_rounds(args.rounds, PATHS, measure)
-                for k in PATHS:
+                runs = transfer_rounds(args.rounds, paths, measure)
+                for k in paths:
                     growth = f"{max(rss_growth[k]):+.0f}" if k != "direct" else "-"
                     up, down = (runs.versus(k, way, "direct") if k != "direct" else "1.00x" for way in (0, 1))
                     rows.append((mib, k, runs.cell(k, 0), up, runs.cell(k, 1), down, growth))
@@ -161,7 +172,7 @@ def main() -> int:
     print(f"\nJupyter server RSS when idle: {idle}." + ("" if HAVE_PEER else " (jupyter-server-proxy not installed:"
           " `pip install -e '.[bench]'`)") + "\n")  # fmt: skip
     print(table(("small calls", "p50 ms", "p99 ms"), small_rows))
-    peer = f"; ours/jupyter-server-proxy: {p50['jupyter-server-proxy'] / p50['ours']:.2f}x" if HAVE_PEER else ""
+    peer = f"; ours/jupyter-server-proxy: {p50['jupyter-server-proxy'] / p50['ours']:.2f}x" if with_peer else ""
     print(f"\nratio ours/direct, small calls (p50 latency direct/ours): {p50['direct'] / p50['ours']:.2f}x{peer}")
     return 0
 

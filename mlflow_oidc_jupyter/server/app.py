@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, List, Unicode
 
 from ..broker_contract import BROKER_PATH, DEFAULT_PREFIX
@@ -19,6 +18,7 @@ from ..hub.session import HubEndpoint, HubSession
 from ..oidc.session import Session
 from ..settings import Settings
 from . import broker
+from .chunks import WideHTTPClient
 from .feed import SessionFeed
 from .overlay import SCRIPT_ROUTE, OverlayScriptHandler
 from .proxy import ProxyHandler, SlashRedirectHandler
@@ -110,7 +110,7 @@ class MLflowOIDC(ExtensionApp):
         self.feed = SessionFeed(self.session)
         #: Where browsers reach this server (scheme://host), as last seen on a signed-in request: links for kernels.
         self.browser_origin: str | None = None
-        self.http_client = AsyncHTTPClient(
+        self.http_client = WideHTTPClient(
             force_instance=True, max_clients=64, max_body_size=MAX_BODY_SIZE, max_buffer_size=64 << 20
         )
 

@@ -14,12 +14,13 @@ from tornado.iostream import StreamClosedError
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from ..errors import LoginRequired, OIDCError
-from . import forwarding, overlay, pages
+from . import chunks, forwarding, overlay, pages
 from .handlers import MLflowHandler, is_navigation
 
-#: Request body chunks (64 KiB each from tornado) held between browser and upstream: back-pressure beyond this.
-BODY_QUEUE_CHUNKS = 16
-#: Response bytes gathered before each write to the browser (upstream delivers 64 KiB chunks; each write is awaited).
+#: Request body pieces (up to chunks.CHUNK each) held between browser and upstream: back-pressure beyond this.
+BODY_QUEUE_CHUNKS = 4
+#: Response bytes gathered before each write to the browser (upstream delivers up to chunks.CHUNK per piece, fewer
+#: when it is quick; each write is awaited).
 FLUSH_EVERY = 1 << 20
 #: Lifts the server-wide upload limit for proxied requests: artifacts of any size stream through.
 MAX_UPLOAD = 1 << 50
@@ -44,7 +45,9 @@ class Staging:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def gather(self, chunks: list[bytes]) -> memoryview:
+    def gather(self, chunks: list[bytes]) -> memoryview | bytes:
+        if len(chunks) == 1:
+            return chunks[0]  # nothing to join
         size = sum(map(len, chunks))
         if len(self._buffer) < size:
             self._buffer = bytearray(size)  # a new one: views of the old one may still be alive
@@ -86,7 +89,7 @@ class ProxyHandler(MLflowHandler):
         self._held_size = 0
         self._unsent: list[bytes] = []
         self._unsent_size = 0
-        self._request_staging = Staging()
+        self._restore_reads: Callable[[], None] | None = None
         self._response_staging = Staging()
         self._body_started = False
         self._path = ""
@@ -189,6 +192,7 @@ class ProxyHandler(MLflowHandler):
         body_producer: Any = None  # tornado's stub says Future; any awaitable works and flow control needs one
         if has_body:
             request.connection.set_max_body_size(MAX_UPLOAD)  # type: ignore[union-attr]
+            self._restore_reads = chunks.widen_request(request.connection)
             self._body = asyncio.Queue(maxsize=BODY_QUEUE_CHUNKS)
             body_producer = self._produce_body
         verify = self.ext.verify
@@ -214,18 +218,14 @@ class ProxyHandler(MLflowHandler):
     async def _produce_body(self, write: Callable[[bytes | memoryview], Awaitable[None]]) -> None:
         assert self._body is not None
         while True:
-            # What arrived while the last write was under way goes upstream as one write: a trip through the
-            # event loop per 64 KiB chunk cost uploads a tenth of their speed on a busy machine.
-            chunks = [await self._body.get()]
-            while chunks[-1] is not _END and chunks[-1] is not _ABORT and not self._body.empty():
-                chunks.append(self._body.get_nowait())
-            data = [chunk for chunk in chunks if isinstance(chunk, bytes)]
-            if data:
-                await write(data[0] if len(data) == 1 else self._request_staging.gather(data))
-            if chunks[-1] is _END:
+            # One awaited write per piece: pieces are up to chunks.CHUNK (1 MiB), so a trip through the event
+            # loop per piece is noise, and writing them as they are copies nothing.
+            piece = await self._body.get()
+            if piece is _END:
                 return
-            if chunks[-1] is _ABORT:
+            if piece is _ABORT:
                 raise ClientGone("the browser closed the connection during the upload")
+            await write(piece)  # type: ignore[arg-type]
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self._body is None or self._upstream is None or self._upstream.done():
@@ -237,6 +237,11 @@ class ProxyHandler(MLflowHandler):
         if self._body is not None:
             while not self._body.empty():
                 self._body.get_nowait()
+
+    def on_finish(self) -> None:
+        if self._restore_reads is not None:
+            self._restore_reads()
+        super().on_finish()
 
     def on_connection_close(self) -> None:
         if self._body is not None and self._upstream is not None and not self._upstream.done():
@@ -307,18 +312,18 @@ class ProxyHandler(MLflowHandler):
 
     async def _send_unsent(self) -> None:
         """Send the gathered response bytes to the browser and wait until they are on their way."""
-        chunks, self._unsent, self._unsent_size = self._unsent, [], 0
-        if not chunks:
+        pieces, self._unsent, self._unsent_size = self._unsent, [], 0
+        if not pieces:
             return
         if not self._body_started or self.settings.get("compress_response") or self.settings.get("gzip"):
             # The first write carries our headers, and a compressing server must pass every byte through its
             # transforms: both go through tornado's own write and flush.
             self._body_started = True
-            self.write(b"".join(chunks))
+            self.write(b"".join(pieces))
             await self.flush()
         else:
             # What tornado's flush would send, without its join (see Staging); its streams take any buffer.
-            view = self._response_staging.gather(chunks)
+            view = self._response_staging.gather(pieces)
             await self.request.connection.write(view)  # type: ignore[union-attr, arg-type]
 
     async def _relay(self) -> None:
