@@ -212,17 +212,35 @@ def up_and_down(
     mib: int,
     stem: str,
     around: Callable[[str], contextlib.AbstractContextManager] = lambda _way: contextlib.nullcontext(),
+    discard: Callable[[str], None] = lambda _name: None,
 ) -> tuple[Transfer, Transfer]:
     """Upload `mib` MiB as a new artifact under `base`, then download it and check it byte for byte; each
-    transfer runs inside `around("up")` / `around("down")` (e.g. to count CPU seconds)."""
-    url = artifact_url(base, unique_name(stem))
-    with around("up"):
-        up = upload(url, headers, mib)
-    if not up.mib_s:
-        return up, Transfer(None, "no upload")
-    with around("down"):
-        down = download(url, headers, mib, Payload.sha256(mib))
-    return up, down
+    transfer runs inside `around("up")` / `around("down")` (e.g. to count CPU seconds). Then `discard(name)`
+    (e.g. `artifact_discarder`)."""
+    name = unique_name(stem)
+    url = artifact_url(base, name)
+    try:
+        with around("up"):
+            up = upload(url, headers, mib)
+        if not up.mib_s:
+            return up, Transfer(None, "no upload")
+        with around("down"):
+            down = download(url, headers, mib, Payload.sha256(mib))
+        return up, down
+    finally:
+        discard(name)
+
+
+def artifact_discarder(endpoints: dict) -> Callable[[str], None]:
+    """Deletes an artifact `up_and_down` made from the stack's artifact folder once measured. Kept, 1 GiB
+    artifacts stay dirty in the page cache, and the kernel writes each one to disk ~30 s later, in the middle of
+    a later round: CPU and I/O that falls on whichever path that round measures."""
+    folder = Path(endpoints["run_dir"]) / "artifacts" / "bench"
+
+    def discard(name: str) -> None:
+        (folder / name).unlink(missing_ok=True)
+
+    return discard
 
 
 @dataclass(frozen=True)

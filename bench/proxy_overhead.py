@@ -1,6 +1,6 @@
 """What the identity-aware proxy costs: MLflow direct vs through nginx + gate, interleaved in one run.
 
-    .venv/bin/python bench/proxy_overhead.py [--sizes 80 1024] [--rounds 5] [--requests 300] [--busy] [--short]
+    .venv/bin/python bench/proxy_overhead.py [--sizes 80 1024] [--rounds 7] [--requests 300] [--busy] [--short]
 
 Starts its own local stack on free ports (stopped at the end) and takes a ci-bot token. For each size, uploads
 (PUT with a Content-Length, as `mlflow.log_artifact`) and downloads the artifact directly and through nginx + gate,
@@ -18,6 +18,7 @@ import sys
 from benchlib import (
     CpuPerGiB,
     PeakRSS,
+    artifact_discarder,
     bot_token,
     busy_machine,
     heading,
@@ -35,7 +36,8 @@ COMPONENTS = ("client", "nginx", "gate", "mlflow")
 
 
 def main() -> int:
-    args = transfer_args(__doc__, sizes=[80, 1024], requests=300, short_sizes=[8], rounds=5)
+    # 7 rounds: with 5, one disturbed round moved the median ratio by up to 0.2x.
+    args = transfer_args(__doc__, sizes=[80, 1024], requests=300, short_sizes=[8], rounds=7)
 
     heading(
         "Identity-aware proxy: MLflow direct vs through nginx + gate" + (", busy machine" if args.busy else ""),
@@ -51,6 +53,7 @@ def main() -> int:
         pids = {name: running[name]["pid"] for name in ("nginx", "gate", "mlflow")}
         headers = {"direct": {}, "nginx + gate": {"Authorization": f"Bearer {bot_token(endpoints)}"}}
         bases = {"direct": endpoints["mlflow_upstream"], "nginx + gate": endpoints["mlflow_url"]}
+        discard = artifact_discarder(endpoints)
 
         rows, cpu_rows = [], []
         with PeakRSS(pids) as rss:
@@ -59,7 +62,7 @@ def main() -> int:
 
                 def measure(path: str, mib: int = mib, cpu: CpuPerGiB = cpu) -> tuple:
                     counted = cpu.around(path, mib, pids)
-                    return up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}", counted)
+                    return up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}", counted, discard)
 
                 runs = transfer_rounds(args.rounds, PATHS, measure)
                 for way, index in (("up", 0), ("down", 1)):

@@ -152,6 +152,10 @@ def test_large_artifact_round_trip_is_byte_identical(stack, as_user, tmp_path):
         while block := handle.read(1 << 20):
             received.update(block)
     assert received.hexdigest() == digest.hexdigest()
+    # Streamed both ways: nginx never spooled either body to disk. It removes temp files when a request ends, but
+    # warns when it writes one ("a client request body is buffered to a temporary file", "an upstream response is
+    # buffered to a temporary file").
+    assert "to a temporary file" not in (stack.run_dir / "nginx" / "error.log").read_text()
 
 
 def test_endpoints_file_describes_the_stack(stack):
