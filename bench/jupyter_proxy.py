@@ -1,6 +1,6 @@
 """Our Jupyter `/mlflow/` proxy vs MLflow direct vs jupyter-server-proxy, interleaved in one run.
 
-    .venv/bin/python bench/jupyter_proxy.py [--sizes 80 400 1024] [--rounds 5] [--requests 200] [--short]
+    .venv/bin/python bench/jupyter_proxy.py [--sizes 80 400 1024] [--rounds 7] [--requests 200] [--short]
                                             [--without-peer]
 
 Needs the `bench` extra (jupyter-server-proxy). Starts its own local stack and TWO `jupyter server`s on free ports
@@ -26,6 +26,7 @@ import requests
 from benchlib import (
     CpuPerGiB,
     PeakRSS,
+    artifact_discarder,
     busy_machine,
     heading,
     local_stack,
@@ -98,7 +99,7 @@ def main() -> int:
         sizes=[80, 400, 1024],
         requests=200,
         short_sizes=[4],
-        rounds=5,
+        rounds=7,
         extra=lambda p: p.add_argument(
             "--without-peer", action="store_true", help="ours vs direct only: quicker when tuning our proxy"
         ),
@@ -130,6 +131,7 @@ def main() -> int:
             bases = {"direct": endpoints["mlflow_upstream"], **{k: s.base for k, s in by_path.items()}}
             headers = {"direct": {}, **{k: {"Authorization": f"token {s.token}"} for k, s in by_path.items()}}
             started = {k: rss_mib(s.proc.pid) for k, s in by_path.items() if s.proc}
+            discard = artifact_discarder(endpoints)  # a kept GiB artifact is written back during a later round
 
             rows, cpu_rows = [], []
             for mib in args.sizes:
@@ -141,7 +143,7 @@ def main() -> int:
                     pids = {"server": server.proc.pid} if server and server.proc else {}
                     counted = cpu.around(path, mib, {**pids, "mlflow": mlflow_pid})
                     with PeakRSS(pids) as rss:
-                        up, down = up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}", counted)
+                        up, down = up_and_down(bases[path], headers[path], mib, f"{mib}-{path[:4]}", counted, discard)
                     rss_growth[path].append(rss.growth("server") if pids else 0.0)
                     return up, down
 
