@@ -360,7 +360,7 @@ def test_a_full_store_evicts_the_least_recently_used_and_keeps_answering_right(o
 
     Each key carries a ~6 KiB query (nginx's request line holds 8 KiB), so ~2000 verdicts fill the shared store.
     The oldest verdict then goes back to the gate, the newest is still answered from memory, nothing is logged as
-    a failure and nginx's memory stays where the first fill left it.
+    a failure and nginx's memory stays bounded over two more fills.
     """
     f = own_front()
     bob = user(issuer, "bob", "Default")
@@ -389,9 +389,12 @@ def test_a_full_store_evicts_the_least_recently_used_and_keeps_answering_right(o
         status, body = f.request("POST", DELETE, bob)
         assert (status, body["error_code"]) == (403, "PERMISSION_DENIED"), "a denial is still a denial when full"
 
-        fill(count, 2 * count)  # evicting all the time now
+        # Evicting all the time now. Memory is bounded by the store (16 MiB, mapped) and the 2000 recent verdicts,
+        # plus what LuaJIT's collector lets pile up before it runs (up to about the live heap again): a leak of
+        # every evicted verdict would add ~2 x 3000 x 7 KiB = 41 MiB over these two fills.
+        fill(count, 3 * count)
         growth = nginx_worker_rss_mib(f) - after_first_fill
-        assert growth < 4, f"nginx grew {growth:.1f} MiB once the store was full"
+        assert growth < 24, f"nginx grew {growth:.1f} MiB over two more fills of a full store"
     finally:
         conn.close()
     errors = (f.proxy.run_dir / "nginx" / "error.log").read_text()

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from mlflow_oidc_identity.batching import PIECE, batched_receive, batched_send, is_download, is_upload
 
 KIB64 = 64 * 1024
+
+
+def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """`asyncio.run` in a thread of its own: the test process may already run a loop (Playwright's)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result(timeout=60)
 
 
 def _blocks(count: int, size: int = KIB64) -> list[bytes]:
@@ -27,7 +36,7 @@ def _sent_through(start_headers: list[tuple[bytes, bytes]], blocks: list[bytes])
             await wrapped({"type": "http.response.body", "body": block, "more_body": True})
         await wrapped({"type": "http.response.body", "body": b"", "more_body": False})
 
-    asyncio.run(respond())
+    run(respond())
     return out
 
 
@@ -60,7 +69,7 @@ def _received(messages: list[dict]) -> list[dict]:
             got.append(await wrapped())
         return got
 
-    return asyncio.run(read_all())
+    return run(read_all())
 
 
 def test_an_upload_reaches_mlflow_in_one_mib_pieces_with_every_byte_in_order():
@@ -123,7 +132,7 @@ def test_the_identity_app_batches_mlflows_artifact_transfers_and_nothing_else():
                 sent.append(len(message["body"]))
 
         scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
-        asyncio.run(NoStore(mlflow, "")(scope, receive, send))
+        run(NoStore(mlflow, "")(scope, receive, send))
         return sent
 
     artifact = "/api/2.0/mlflow-artifacts/artifacts/0/run/artifacts/model.bin"
