@@ -215,18 +215,17 @@ def up_and_down(
     discard: Callable[[str], None] = lambda _name: None,
 ) -> tuple[Transfer, Transfer]:
     """Upload `mib` MiB as a new artifact under `base`, then download it and check it byte for byte; each
-    transfer runs inside `around("up")` / `around("down")` (e.g. to count CPU seconds). Then `discard(name)`
-    (e.g. `artifact_discarder`)."""
+    transfer runs inside `around("up")` / `around("down")` (e.g. to count CPU seconds). An uploaded artifact is
+    then given to `discard(name)` (e.g. `artifact_discarder`)."""
     name = unique_name(stem)
     url = artifact_url(base, name)
+    with around("up"):
+        up = upload(url, headers, mib)
+    if not up.mib_s:
+        return up, Transfer(None, "no upload")
     try:
-        with around("up"):
-            up = upload(url, headers, mib)
-        if not up.mib_s:
-            return up, Transfer(None, "no upload")
         with around("down"):
-            down = download(url, headers, mib, Payload.sha256(mib))
-        return up, down
+            return up, download(url, headers, mib, Payload.sha256(mib))
     finally:
         discard(name)
 
@@ -238,7 +237,7 @@ def artifact_discarder(endpoints: dict) -> Callable[[str], None]:
     folder = Path(endpoints["run_dir"]) / "artifacts" / "bench"
 
     def discard(name: str) -> None:
-        (folder / name).unlink(missing_ok=True)
+        (folder / name).unlink()  # it was uploaded: missing means this folder is not where MLflow keeps it
 
     return discard
 

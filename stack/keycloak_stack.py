@@ -8,19 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import keycloak_dist, keycloak_idp, postgres
-from .ports import HOST, free_port
+from .ports import HOST
 
 COMPONENTS = ("postgres", "idp", "mlflow", "gate", "nginx")
 # A first start creates Keycloak's schema (a minute on a quiet 2-core machine, several under load).
 START_TIMEOUT = {"postgres": 60.0, "idp": 900.0}
 SECRET_NAMES = ("ci-bot", "jupyterhub", "postgres", "keycloak-admin")
-
-
-def late_bound_port() -> int:
-    """A free port below the kernel's ephemeral range, for Keycloak, which binds its port only at the end of a
-    minutes-long start: an ephemeral port picked now is likely to be some outgoing connection's by then.
-    (`free_port` hands out only such ports now, and notes them so that no other stack gets the same meanwhile.)"""
-    return free_port()
 
 
 def new_secrets(current: Mapping[str, str]) -> dict[str, str]:

@@ -161,9 +161,9 @@ class LocalStack:
                 ports[name] = requested[name]
             elif self._env.get(PORT_ENV[name]):
                 ports[name] = int(self._env[PORT_ENV[name]])
-            elif free_ports and name == "idp" and self.idp == "keycloak":
-                ports[name] = keycloak_stack.late_bound_port()
             elif free_ports:
+                # Below the ephemeral range and noted for 30 min: Keycloak binds its port only at the end of a
+                # start of minutes, by which time an ephemeral port may be some outgoing connection's.
                 ports[name] = free_port()
             else:
                 ports[name] = DEFAULT_PORTS[name]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
+
+from .loops import run_coroutine
 
 
 class KernelError(RuntimeError):
@@ -31,10 +32,7 @@ def run_cells(server, cells: list[str], timeout: float = 120.0) -> list[str]:
     kernel.raise_for_status()
     kernel_id = kernel.json()["id"]
     try:
-        # A thread of its own: Playwright's sync API keeps an event loop running in the test's thread.
-        with ThreadPoolExecutor(1) as pool:
-            run = asyncio.wait_for(_run_cells(server, kernel_id, cells), timeout)
-            return pool.submit(asyncio.run, run).result()
+        return run_coroutine(asyncio.wait_for(_run_cells(server, kernel_id, cells), timeout), timeout=None)
     finally:
         http.delete(server.url + f"api/kernels/{kernel_id}", timeout=60)
 

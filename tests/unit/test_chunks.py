@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tornado import web
 from tornado.httpclient import HTTPRequest
@@ -15,6 +13,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from mlflow_oidc_jupyter.server import chunks
+
+from ..support.loops import run_coroutine
 
 T = TypeVar("T")
 BODY = 32 * chunks.CHUNK
@@ -52,12 +52,6 @@ class Download(web.RequestHandler):
             await self.flush()
 
 
-def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """`asyncio.run(main())` in a thread of its own: the test process may already run a loop (Playwright's)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(main())).result(timeout=120)
-
-
 def serve() -> tuple[HTTPServer, str]:
     [sock] = bind_sockets(0, "127.0.0.1")
     server = HTTPServer(web.Application([("/up", Upload), ("/down", Download)]), max_body_size=BODY)
@@ -80,7 +74,7 @@ def test_the_upstream_client_streams_response_bodies_in_pieces_of_up_to_a_chunk(
             server.stop()
         return pieces
 
-    pieces = run(main)
+    pieces = run_coroutine(main())
 
     assert sum(pieces) == BODY
     assert max(pieces) <= chunks.CHUNK
@@ -105,7 +99,7 @@ def test_a_widened_request_reads_its_body_in_pieces_of_up_to_a_chunk_and_its_con
         finally:
             server.stop()
 
-    wide, plain = run(main)
+    wide, plain = run_coroutine(main())
 
     assert sum(wide["pieces"]) == sum(plain["pieces"]) == BODY
     assert max(wide["pieces"]) <= chunks.CHUNK

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
 from mlflow_oidc_identity.batching import PIECE, batched_receive, batched_send, is_download, is_upload
 
+from ..support.loops import run_coroutine
+
 KIB64 = 64 * 1024
-
-
-def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """`asyncio.run` in a thread of its own: the test process may already run a loop (Playwright's)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result(timeout=60)
 
 
 def _blocks(count: int, size: int = KIB64) -> list[bytes]:
@@ -36,7 +27,7 @@ def _sent_through(start_headers: list[tuple[bytes, bytes]], blocks: list[bytes])
             await wrapped({"type": "http.response.body", "body": block, "more_body": True})
         await wrapped({"type": "http.response.body", "body": b"", "more_body": False})
 
-    run(respond())
+    run_coroutine(respond())
     return out
 
 
@@ -69,7 +60,7 @@ def _received(messages: list[dict]) -> list[dict]:
             got.append(await wrapped())
         return got
 
-    return run(read_all())
+    return run_coroutine(read_all())
 
 
 def test_an_upload_reaches_mlflow_in_one_mib_pieces_with_every_byte_in_order():
@@ -119,7 +110,7 @@ def test_the_identity_app_batches_mlflows_artifact_transfers_and_nothing_else():
             await send({"type": "http.response.body", "body": block, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    def call(method: str, path: str) -> list[int]:
+    def call(method: str, path: str, static_prefix: str = "") -> list[int]:
         blocks = _blocks(8, 256 * 1024)
         messages = [{"type": "http.request", "body": b, "more_body": i < len(blocks) - 1} for i, b in enumerate(blocks)]
         sent: list[int] = []
@@ -132,7 +123,7 @@ def test_the_identity_app_batches_mlflows_artifact_transfers_and_nothing_else():
                 sent.append(len(message["body"]))
 
         scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
-        run(NoStore(mlflow, "")(scope, receive, send))
+        run_coroutine(NoStore(mlflow, static_prefix)(scope, receive, send))
         return sent
 
     artifact = "/api/2.0/mlflow-artifacts/artifacts/0/run/artifacts/model.bin"
@@ -140,3 +131,6 @@ def test_the_identity_app_batches_mlflows_artifact_transfers_and_nothing_else():
     unbatched = [KIB64] * 40 + [0]
     assert call("PUT", artifact) == unbatched and seen.pop("received") == [PIECE, PIECE]  # the upload, in pieces
     assert call("GET", "/api/2.0/mlflow/metric-history/get") == unbatched
+    # Under --static-prefix, read as the identity rules read it (the prefix in any case, doubled slashes).
+    assert call("GET", "/MLflow//api/2.0/mlflow-artifacts/artifacts/x", "/mlflow") == [PIECE, PIECE, PIECE // 2]
+    assert call("GET", "/elsewhere/api/2.0/mlflow-artifacts/artifacts/x", "/mlflow") == unbatched

@@ -18,10 +18,11 @@ from .rules import (
     Identity,
     Match,
     Refused,
-    classify,
+    classify_routed,
     overwrite_refused,
     parse_json,
     refuse_identity_keys,
+    route_path,
     stamp_identity,
     tag_keys,
 )
@@ -50,15 +51,16 @@ class IdentityMiddleware:
         self.static_prefix = static_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            # Artifact bodies in 1 MiB pieces (batching.py): MLflow's upload CPU per GiB 2.43 -> 1.36 s, and whatever
-            # relays its downloads (nginx) is woken once per MiB instead of once per 64 KiB.
-            path = scope["path"][len(self.static_prefix.rstrip("/")) :] if self.static_prefix else scope["path"]
-            if is_download(scope["method"], path):
-                send = batched_send(send)
-            elif is_upload(scope["method"], path):
-                receive = batched_receive(receive)
-        match = classify(scope["method"], scope["path"], self.static_prefix) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = route_path(scope["path"], self.static_prefix)
+        # Artifact bodies in 1 MiB pieces (batching.py): MLflow's upload CPU per GiB 2.43 -> 1.36 s, and whatever
+        # relays its downloads (nginx) is woken once per MiB instead of once per 64 KiB.
+        if is_download(scope["method"], path):
+            send = batched_send(send)
+        elif is_upload(scope["method"], path):
+            receive = batched_receive(receive)
+        match = classify_routed(scope["method"], path)
         if match is None:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

@@ -21,12 +21,14 @@ _DOWNLOADS = re.compile(
 _UPLOADS = re.compile(_API + r"mlflow-artifacts/artifacts/.+", re.IGNORECASE)
 
 
-def is_download(method: str, path: str) -> bool:
-    return method.upper() == "GET" and _DOWNLOADS.fullmatch(re.sub(r"/{2,}", "/", path)) is not None
+def is_download(method: str, path: str | None) -> bool:
+    """For a path as `rules.route_path` reads it."""
+    return method.upper() == "GET" and path is not None and _DOWNLOADS.fullmatch(path) is not None
 
 
-def is_upload(method: str, path: str) -> bool:
-    return method.upper() == "PUT" and _UPLOADS.fullmatch(re.sub(r"/{2,}", "/", path)) is not None
+def is_upload(method: str, path: str | None) -> bool:
+    """For a path as `rules.route_path` reads it."""
+    return method.upper() == "PUT" and path is not None and _UPLOADS.fullmatch(path) is not None
 
 
 def batched_send(send: Send, piece: int = PIECE) -> Send:

@@ -70,17 +70,29 @@ class Match:
     params: dict[str, str]
 
 
-def classify(method: str, path: str, static_prefix: str = "") -> Match | None:
-    """Which rule applies to this request; paths are read as loosely as any router might (case, slashes)."""
+def route_path(path: str, static_prefix: str = "") -> str | None:
+    """The path MLflow routes, read as loosely as any router might (slashes; the prefix in any case); None when it
+    lies outside the prefix."""
     path = re.sub(r"/{2,}", "/", path)
     prefix = static_prefix.rstrip("/")
     if prefix:
         if not path.lower().startswith(prefix.lower() + "/"):
             return None
         path = path[len(prefix) :]
-    path = path.rstrip("/") or "/"
+    return path.rstrip("/") or "/"
+
+
+def classify(method: str, path: str, static_prefix: str = "") -> Match | None:
+    """Which rule applies to this request; paths are read as loosely as any router might (case, slashes)."""
+    return classify_routed(method, route_path(path, static_prefix))
+
+
+def classify_routed(method: str, routed: str | None) -> Match | None:
+    """`classify` for a path `route_path` has read already."""
+    if routed is None:
+        return None
     for route_method, pattern, kind in _COMPILED:
-        found = pattern.fullmatch(path)
+        found = pattern.fullmatch(routed)
         if found and method.upper() == route_method:
             return Match(kind, {k: v for k, v in found.groupdict().items() if v is not None})
     return None
