@@ -12,9 +12,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 def test_the_prebuilt_labextension_and_the_server_extension_are_enabled_on_install():
     labextensions = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"],
-                                   capture_output=True, text=True, timeout=60)  # fmt: skip
+                                   capture_output=True, text=True, timeout=300)  # fmt: skip
     server_extensions = subprocess.run([sys.executable, "-m", "jupyter", "server", "extension", "list"],
-                                       capture_output=True, text=True, timeout=60)  # fmt: skip
+                                       capture_output=True, text=True, timeout=300)  # fmt: skip
 
     listed = labextensions.stdout + labextensions.stderr
     line = next(line for line in listed.splitlines() if "mlflow-oidc-jupyter" in line)
