@@ -26,7 +26,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts run as `python bench/<name>.py`: the project's packages by import
-from stack.localstack import LocalStack  # noqa: E402
+from stack.localstack import START_TIMEOUT, LocalStack  # noqa: E402
+from stack.ports import HOST, free_port  # noqa: E402
 from stack.processes import record, spawn, stop_group  # noqa: E402
 from stack.waiting import wait_healthy  # noqa: E402
 
@@ -87,25 +88,48 @@ def busy_machine(enabled: bool) -> Iterator[None]:
             hog.wait()
 
 
+#: How nginx reaches MLflow in `local_stack`: "uds", its Unix socket, as shipped; "tcp", a loopback port.
+UPSTREAMS = ("uds", "tcp")
+
+
 @contextlib.contextmanager
-def local_stack(env: dict[str, str] | None = None, prefix: str = "bench-stack-") -> Iterator[tuple[LocalStack, dict]]:
+def local_stack(
+    env: dict[str, str] | None = None, prefix: str = "bench-stack-", upstream: str = "tcp"
+) -> Iterator[tuple[LocalStack, dict]]:
     """The local stack (IdP, MLflow, gate, nginx) on free ports in a throwaway folder, stopped by PID at the end.
 
-    MLflow listens on a loopback port (STACK_MLFLOW_TCP), not only on its socket, so "direct" can be measured.
-    It runs one uvicorn worker: with several, uvicorn's shared TCP socket is made without IPPROTO_TCP, asyncio
-    then never sets TCP_NODELAY, and on every kept-alive connection the body of each response waits ~40 ms for the
-    client's delayed ACK (the stack's own Unix socket never has this): that stall would be most of every small
-    call's time, direct and proxied alike, and hide what the proxy costs. The stack's MLflow app now sets the option
-    itself (stack/mlflow-identity/mlflow_oidc_identity/nodelay.py); one worker keeps runs comparable with
-    bench/RESULTS.md.
+    "Direct" is `endpoints["mlflow_upstream"]`, an MLflow on a loopback port that clients reach without a token:
+    - `upstream="tcp"`: the stack's MLflow itself listens there (STACK_MLFLOW_TCP), and nginx reaches it there too.
+    - `upstream="uds"`: the stack as shipped, nginx reaching its MLflow over the Unix socket in the run folder;
+      "direct" is a second MLflow started with the same command but a port (`LocalStack.mlflow_twin_command`:
+      same app, workers, environment, backend store and artifact folder), its PID in
+      `endpoints["mlflow_direct_pid"]`, stopped by that PID at the end, also when the benchmark fails.
+
+    MLflow runs one uvicorn worker (both of them, with "uds"): with several, uvicorn's shared TCP socket is made
+    without IPPROTO_TCP, asyncio then never sets TCP_NODELAY, and on every kept-alive connection the body of each
+    response waits ~40 ms for the client's delayed ACK (a Unix socket never has this): that stall would be most of
+    every small call's time, direct and proxied alike, and hide what the proxy costs. The stack's MLflow app now
+    sets the option itself (stack/mlflow-identity/mlflow_oidc_identity/nodelay.py); one worker keeps runs
+    comparable with bench/RESULTS.md, and one transfer is one connection, served by one worker either way.
     """
-    env = {"STACK_MLFLOW_TCP": "1", "STACK_MLFLOW_WORKERS": "1", **(env or {})}
+    if upstream not in UPSTREAMS:
+        raise ValueError(f"upstream {upstream!r}: choose one of {', '.join(UPSTREAMS)}")
+    env = {"STACK_MLFLOW_WORKERS": "1", **({"STACK_MLFLOW_TCP": "1"} if upstream == "tcp" else {}), **(env or {})}
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     stack = LocalStack(folder, env=env, log=lambda _m: None)
+    twin: Service | None = None
     try:
         endpoints = stack.up(free_ports=True)
+        if upstream == "uds":
+            port = free_port()
+            argv, twin_env = stack.mlflow_twin_command(port)
+            twin = Service("mlflow-direct", argv, stack.layout.log("mlflow-direct"), twin_env, stack.layout.run_dir)
+            twin.wait_ready(f"http://{HOST}:{port}/health", timeout=START_TIMEOUT["mlflow"])
+            endpoints = {**endpoints, "mlflow_upstream": f"http://{HOST}:{port}", "mlflow_direct_pid": twin.pid}
         yield stack, endpoints
     finally:
+        if twin is not None:
+            twin.stop()
         stack.down()
         shutil.rmtree(folder, ignore_errors=True)  # gigabytes of artifacts
 
@@ -363,6 +387,26 @@ def rss_mib(pid: int) -> float:
     return total / MIB
 
 
+def connections(pid: int, unix_path: str | None = None) -> dict[str, int]:
+    """A process tree's established TCP connections ("tcp") and, with `unix_path`, its accepted connections on the
+    Unix socket bound there ("unix"; Linux, from /proc/net/unix): e.g. over which nginx reaches MLflow, whose
+    kept-alive upstream connections stay open between requests. Listening sockets never count."""
+    counts = {"tcp": 0, "unix": 0}
+    connected: set[str] = set()
+    if unix_path is not None:
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()  # Num RefCount Protocol Flags Type St Inode Path; St 03: connected
+            if len(fields) >= 8 and fields[7] == unix_path and fields[5] == "03":
+                connected.add(fields[6])
+    for proc in process_tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess, OSError):
+            counts["tcp"] += sum(c.status == psutil.CONN_ESTABLISHED for c in proc.net_connections(kind="tcp"))
+            for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    counts["unix"] += os.readlink(fd).removeprefix("socket:[").removesuffix("]") in connected
+    return counts
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by a process tree."""
     total = 0.0
@@ -487,10 +531,12 @@ def heading(title: str, what: str) -> None:
 class Service:
     """One process the benchmark starts in its own group and ends by its PID (group), logging to a file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_path
-        self.proc = spawn(argv, {**os.environ, **(env or {})}, log_path)
+        self.proc = spawn(argv, {**os.environ, **(env or {})}, log_path, cwd=cwd)
         self._record = record(self.proc.pid)
 
     @property

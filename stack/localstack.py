@@ -295,11 +295,15 @@ class LocalStack:
 
     # ------------------------------------------------------------------ components
 
-    def _command(self, name: str, endpoints: dict) -> tuple[list[str], dict[str, str]]:
-        ports, issuer = endpoints["ports"], endpoints["issuer"]
+    def _component_env(self) -> dict[str, str]:
         env = dict(self._env)
         env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         env.setdefault("DO_NOT_TRACK", "true")
+        return env
+
+    def _command(self, name: str, endpoints: dict) -> tuple[list[str], dict[str, str]]:
+        ports, issuer = endpoints["ports"], endpoints["issuer"]
+        env = self._component_env()
         run = self.layout.run_dir
         if self.idp == "keycloak" and name in ("postgres", "idp"):
             return self._keycloak(ports).command(name, env)
@@ -307,22 +311,10 @@ class LocalStack:
             env["IDP_CONFIG"] = str(self.layout.idp_config)
             return [require("node"), str(STACK_DIR / "idp" / "server.mjs")], env
         if name == "mlflow":
-            (run / "artifacts").mkdir(exist_ok=True)
-            # Server-side jobs (prompt optimization, scorers) start seven worker processes we never use.
-            env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-            _ensure_identity_app_installed()
             # uvicorn binds the socket (0666) instead of --host/--port; the run folder (0700) keeps others out.
             listen = [] if self._mlflow_tcp else ["--uvicorn-opts", f"--uds {self.layout.mlflow_socket}"]
             self.layout.mlflow_socket.unlink(missing_ok=True)  # left by a crash, it would make the bind fail
-            return [
-                sys.executable, "-m", "mlflow", "server",
-                "--host", HOST, "--port", str(ports["mlflow"]), *listen,
-                "--app-name", "oidc-identity",
-                "--backend-store-uri", self._backend_store(ports),
-                "--artifacts-destination", str(run / "artifacts"),
-                "--serve-artifacts",
-                "--workers", env.get("STACK_MLFLOW_WORKERS", "2"),
-            ], env  # fmt: skip
+            return self._mlflow_argv(ports, ports["mlflow"], listen, env), env
         if name == "gate":
             return [
                 sys.executable, str(STACK_DIR / "gate" / "gate.py"),
@@ -350,6 +342,32 @@ class LocalStack:
             )
             return oidc_auth.command(self._oidc_auth_venv(), HOST, ports[name], folder), env
         raise StackError(f"unknown component {name!r}; components are {', '.join(self._components())}")
+
+    def _mlflow_argv(self, ports: dict[str, int], port: int, listen: list[str], env: dict[str, str]) -> list[str]:
+        """`mlflow server` with the stack's app, store, artifact root and workers, on `port` unless `listen` says
+        otherwise (`--uvicorn-opts --uds`)."""
+        (self.layout.run_dir / "artifacts").mkdir(exist_ok=True)
+        # Server-side jobs (prompt optimization, scorers) start seven worker processes we never use.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        _ensure_identity_app_installed()
+        return [
+            sys.executable, "-m", "mlflow", "server",
+            "--host", HOST, "--port", str(port), *listen,
+            "--app-name", "oidc-identity",
+            "--backend-store-uri", self._backend_store(ports),
+            "--artifacts-destination", str(self.layout.run_dir / "artifacts"),
+            "--serve-artifacts",
+            "--workers", env.get("STACK_MLFLOW_WORKERS", "2"),
+        ]  # fmt: skip
+
+    def mlflow_twin_command(self, port: int) -> tuple[list[str], dict[str, str]]:
+        """The command and environment of a second MLflow like the running stack's (same app, workers, backend
+        store and artifact folder) listening on 127.0.0.1:`port`, reachable by anyone on the host without a token.
+
+        For benchmarks only: "direct" on a port while nginx reaches the stack's own MLflow over its socket, as
+        shipped. Start it once the stack is up (the store is then made); whoever starts it stops it."""
+        env = self._component_env()
+        return self._mlflow_argv(self.endpoints()["ports"], port, [], env), env
 
     def _backend_store(self, ports: dict[str, int]) -> str:
         """MLflow's metadata: PostgreSQL in the Keycloak stack (as in production), SQLite in the light one."""
