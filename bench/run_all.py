@@ -28,8 +28,9 @@ BENCHMARKS = (
     "refresh_efficiency",
     "signin_latency",
 )
-#: Benchmarks run more than once, with these options each time (the charter's busy machine as well as today's).
-VARIANTS = {"proxy_overhead": ([], ["--busy"])}
+#: Benchmarks run more than once, with these options each time (the charter's busy machine as well as today's;
+#: nginx reaching MLflow over its socket as shipped, and over loopback TCP as measured before, side by side).
+VARIANTS = {"proxy_overhead": ([], ["--busy"], ["--upstream", "tcp"], ["--upstream", "tcp", "--busy"])}
 
 
 def run(name: str, short: bool, options: list[str]) -> tuple[str, bool, float]:
