@@ -411,6 +411,7 @@ class ProxyHandler(MLflowHandler):
             request.connection.set_max_body_size(MAX_UPLOAD)  # type: ignore[union-attr]
             self._upstream = asyncio.get_running_loop().create_future()
             self._upstream.set_exception(exc)
+            self._upstream.exception()  # not an unretrieved error if the browser leaves before _relay awaits it
             return
         try:
             head.putrequest(request.method or "PUT", self._upstream_target(), skip_host=True, skip_accept_encoding=True)
