@@ -70,7 +70,7 @@ class MLflowOIDC(ExtensionApp):
     splice_uploads = Bool(
         True,
         help="Move request bodies of 8 MiB and more (artifact uploads) from a plain-HTTP browser connection to a "
-        "plain-HTTP tracking server with Linux splice(), outside Python: about a quarter of the server's CPU per "
+        "plain-HTTP tracking server with Linux splice(), outside Python: about a third of the server's CPU per "
         "GiB. Off: every body goes through tornado.",
     ).tag(config=True)
     post_logout_redirect_uri = Unicode(
