@@ -1,9 +1,10 @@
 """Large uploads through `/mlflow/` move by splice() (server/splice.py) and behave as on tornado's path, or better.
 
 A real `jupyter server` with the extension in front of a stand-in tracking server that records what reaches it
-(the real MLflow cannot answer early or show an aborted body). The twin server has `splice_uploads` off: tornado's
-path, the reference every spliced answer is compared with. A spliced answer is the only one that closes the
-connection after a successful upload (`Connection: close`): that is how these tests see which path was taken.
+(the real MLflow cannot answer early or show an aborted body). Splicing is turned on (`splice_uploads`); the twin
+server has it off, the default: tornado's path, the reference every spliced answer is compared with. A spliced
+answer is the only one that closes the connection after a successful upload (`Connection: close`): that is how these
+tests see which path was taken.
 """
 
 from __future__ import annotations
@@ -133,15 +134,15 @@ def recorder() -> Iterator[Recorder]:
 @pytest.fixture(scope="module")
 def spliced(start_jupyter, stack, recorder):
     """A Jupyter server signed in as alice, in front of the stand-in: large uploads are spliced."""
-    server = start_jupyter(upstream_url=recorder.url)
+    server = start_jupyter(upstream_url=recorder.url, args=("--MLflowOIDC.splice_uploads=True",))
     server.sign_in(stack, "alice")
     return server
 
 
 @pytest.fixture(scope="module")
 def plain(start_jupyter, spliced, recorder):
-    """The same with `splice_uploads` off (alice's token cache shared): every body goes through tornado."""
-    return start_jupyter(upstream_url=recorder.url, home=spliced.home, args=("--MLflowOIDC.splice_uploads=False",))
+    """The same with `splice_uploads` off, the default (alice's token cache shared): every body goes through tornado."""
+    return start_jupyter(upstream_url=recorder.url, home=spliced.home)
 
 
 def put(server, path: str, body: Body | None = None, **kwargs) -> requests.Response:
@@ -233,7 +234,7 @@ def test_an_unreachable_tracking_server_gets_the_same_answer_for_a_large_upload(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = start_jupyter(upstream_url=closed, home=spliced.home)
+    server = start_jupyter(upstream_url=closed, home=spliced.home, args=("--MLflowOIDC.splice_uploads=True",))
 
     large = put(server, "sink")
     small = put(server, "sink", Body(MiB))
@@ -263,7 +264,7 @@ def refused(server, path: str, headers: dict[str, str], cookies: dict[str, str] 
 def test_large_uploads_that_fail_a_check_are_refused_as_before_and_never_reach_upstream(
     start_jupyter, spliced, recorder
 ):
-    signed_out = start_jupyter(upstream_url=recorder.url)
+    signed_out = start_jupyter(upstream_url=recorder.url, args=("--MLflowOIDC.splice_uploads=True",))
     browser = requests.Session()
     browser.get(f"{spliced.url}api/status?token={spliced.token}", timeout=10)  # Jupyter's login cookie
     cookies = browser.cookies.get_dict()
