@@ -1,7 +1,7 @@
 """Our Jupyter `/mlflow/` proxy vs MLflow direct vs jupyter-server-proxy, interleaved in one run.
 
     .venv/bin/python bench/jupyter_proxy.py [--sizes 80 400 1024] [--rounds 7] [--requests 200] [--short]
-                                            [--without-peer] [--splice]
+                                            [--without-peer]
 
 Needs the `bench` extra (jupyter-server-proxy). Starts its own local stack and TWO `jupyter server`s on free ports
 (stopped by PID at the end), so one proxy's heap never hides the other's: one runs our extension (signed in as
@@ -52,7 +52,7 @@ HAVE_PEER = importlib.util.find_spec("jupyter_server_proxy") is not None
 class Jupyter(JupyterProcess):
     """One `jupyter server` with either our extension or jupyter-server-proxy, in its own process group."""
 
-    def __init__(self, workdir: Path, endpoints: dict, peer: bool, splice: bool = False) -> None:
+    def __init__(self, workdir: Path, endpoints: dict, peer: bool) -> None:
         port, token = free_port(), os.urandom(16).hex()
         home, config, root = workdir / "home", workdir / "config", workdir / "root"
         for folder in (home, config, root):
@@ -67,7 +67,6 @@ class Jupyter(JupyterProcess):
             f"c.ServerApp.jpserver_extensions = {extensions!r}\nc.ServerProxy.servers = {servers!r}\n"
         )
         extra = extension_args(endpoints, upstream_url=endpoints["mlflow_upstream"])
-        extra += ["--MLflowOIDC.splice_uploads=True"] if splice else []
         super().__init__(
             jupyter_argv("jupyter_server", port=port, token=token, root_dir=root, extra=extra),
             # HOME and caches of its own: the sign-in lands in a throwaway token cache, never the user's.
@@ -101,13 +100,8 @@ def main() -> int:
         requests=200,
         short_sizes=[4],
         rounds=7,
-        extra=lambda p: (
-            p.add_argument(
-                "--without-peer", action="store_true", help="ours vs direct only: quicker when tuning our proxy"
-            ),
-            p.add_argument(
-                "--splice", action="store_true", help="ours with large uploads spliced (c.MLflowOIDC.splice_uploads)"
-            ),
+        extra=lambda p: p.add_argument(
+            "--without-peer", action="store_true", help="ours vs direct only: quicker when tuning our proxy"
         ),
     )
     with_peer = HAVE_PEER and not args.without_peer
@@ -126,7 +120,7 @@ def main() -> int:
     try:
         with local_stack({"IDP_ACCESS_TOKEN_TTL": "3600"}) as (stack, endpoints), busy_machine(args.busy):
             mlflow_pid = stack.running()["mlflow"]["pid"]
-            ours = Jupyter(workdir / "ours", endpoints, False, splice=args.splice)
+            ours = Jupyter(workdir / "ours", endpoints, False)
             servers.append(ours)
             by_path = {"ours": ours}
             if with_peer:
@@ -174,8 +168,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)  # artifacts of every size
 
     print(table(("MiB", "path", "up MiB/s", "up vs direct", "down MiB/s", "down vs direct", "server RSS +MiB"), rows))
-    print("\nCPU seconds per GiB moved (median), by process (all its threads: the Jupyter server's upload relay"
-          " thread included):\n")  # fmt: skip
+    print("\nCPU seconds per GiB moved (median), by process:\n")
     print(table(("MiB", "path", "way", "client", "Jupyter server", "mlflow", "total"), cpu_rows))
     idle = ", ".join(f"{k} {v:.0f} MiB" for k, v in started.items())
     print(f"\nJupyter server RSS when idle: {idle}." + ("" if HAVE_PEER else " (jupyter-server-proxy not installed:"

@@ -67,13 +67,6 @@ class MLflowOIDC(ExtensionApp):
     request_timeout = Float(
         3600.0, help="Seconds one proxied request may take in total (large artifacts take long)."
     ).tag(config=True)
-    splice_uploads = Bool(
-        False,
-        help="Move request bodies of 8 MiB and more (artifact uploads) from a plain-HTTP browser connection to a "
-        "plain-HTTP tracking server with Linux splice(), outside Python: a third of this server's CPU per GiB "
-        "uploaded. Off by default: with MLflow on the same machine (loopback) uploads were no faster, as MLflow "
-        "spent 15-20% more CPU receiving the spliced data.",
-    ).tag(config=True)
     post_logout_redirect_uri = Unicode(
         None,
         allow_none=True,

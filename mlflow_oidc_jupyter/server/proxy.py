@@ -14,7 +14,7 @@ from tornado.iostream import StreamClosedError
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from ..errors import LoginRequired, OIDCError
-from . import chunks, forwarding, overlay, pages, splice
+from . import chunks, forwarding, overlay, pages
 from .handlers import MLflowHandler, is_navigation
 
 #: Request body pieces (up to chunks.CHUNK each) held between browser and upstream: back-pressure beyond this.
@@ -60,30 +60,6 @@ class Staging:
 
 class ClientGone(Exception):
     """The browser went away before its request body was complete."""
-
-
-class _Answer(httputil.HTTPMessageDelegate):
-    """The tracking server's answer to a spliced upload, handed to the proxy as tornado's HTTP client hands it."""
-
-    def __init__(self, proxy: ProxyHandler) -> None:
-        self.proxy = proxy
-        self.complete = False
-
-    def headers_received(
-        self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine, headers: httputil.HTTPHeaders
-    ) -> None:
-        assert isinstance(start_line, httputil.ResponseStartLine)
-        if 100 <= start_line.code < 200:
-            return  # tornado reads on to the final answer
-        self.proxy._upstream_status = start_line
-        self.proxy._upstream_headers = headers
-        self.proxy._on_headers()
-
-    def data_received(self, chunk: bytes) -> Awaitable[None]:
-        return self.proxy._on_chunk(chunk)
-
-    def finish(self) -> None:
-        self.complete = True
 
 
 class SlashRedirectHandler(MLflowHandler):
@@ -166,9 +142,6 @@ class ProxyHandler(MLflowHandler):
         if self.request.method == "GET" and is_navigation(self.request):
             self._share_xsrf_token()
             self.remember_browser()
-        if self.ext.splice_uploads and splice.eligible(self.request, self.ext.upstream):
-            await self._splice_upload(token)  # every check above has passed; the request ends there
-            return
         self._start_upstream(token)
 
     def _reject_cross_site(self) -> None:
@@ -203,13 +176,10 @@ class ProxyHandler(MLflowHandler):
 
     # -- upstream ---------------------------------------------------------------------------------------------
 
-    def _upstream_target(self) -> str:
-        """The path and query to request from the tracking server."""
-        query = forwarding.query_string(self.request.query)
-        return f"/{self._path}" + (f"?{query}" if query else "")
-
-    def _headers_for_upstream(self, token: str) -> httputil.HTTPHeaders:
+    def _start_upstream(self, token: str) -> None:
         request = self.request
+        query = forwarding.query_string(request.query)
+        url = f"{self.ext.upstream}/{self._path}" + (f"?{query}" if query else "")
         headers = forwarding.request_headers(request.headers, token)
         headers.update(
             forwarding.forwarded_headers(
@@ -218,12 +188,6 @@ class ProxyHandler(MLflowHandler):
         )
         if forwarding.rewriter(self._path) is not None or overlay.is_ui_index(self._path):
             headers["Accept-Encoding"] = "identity"  # rewritten below, so we need the plain text
-        return headers
-
-    def _start_upstream(self, token: str) -> None:
-        request = self.request
-        url = self.ext.upstream + self._upstream_target()
-        headers = self._headers_for_upstream(token)
         has_body = int(request.headers.get("Content-Length", "0") or 0) > 0 or "Transfer-Encoding" in request.headers
         body_producer: Any = None  # tornado's stub says Future; any awaitable works and flow control needs one
         if has_body:
@@ -374,10 +338,6 @@ class ProxyHandler(MLflowHandler):
             error = response.error if response.code == 599 else None
         except Exception as exc:  # raise_error=False still raises connection and stream errors
             error = exc
-        await self._conclude(error)
-
-    async def _conclude(self, error: BaseException | None) -> None:
-        """Finish our answer once the upstream response has been read (or failed with `error`)."""
         if error is not None and self._upstream_status is None:
             self._unreachable(error)
         elif error is not None:
@@ -398,73 +358,6 @@ class ProxyHandler(MLflowHandler):
             except StreamClosedError:
                 return  # the browser left: nobody to finish for
             self.finish()
-
-    # -- large uploads, spliced (see splice.py) ----------------------------------------------------------------
-
-    async def _splice_upload(self, token: str) -> None:
-        """Relay the body outside tornado, then answer as tornado's path would; the request ends here."""
-        request = self.request
-        try:
-            head = await asyncio.to_thread(splice.connect, self.ext.upstream, self.ext.connect_timeout)
-        except OSError as exc:
-            # As on tornado's path: the body is read and dropped, then the browser gets the unreachable answer.
-            request.connection.set_max_body_size(MAX_UPLOAD)  # type: ignore[union-attr]
-            self._upstream = asyncio.get_running_loop().create_future()
-            self._upstream.set_exception(exc)
-            self._upstream.exception()  # not an unretrieved error if the browser leaves before _relay awaits it
-            return
-        try:
-            head.putrequest(request.method or "PUT", self._upstream_target(), skip_host=True, skip_accept_encoding=True)
-            head.putheader("Host", urlsplit(self.ext.upstream).netloc)
-            for name, value in self._headers_for_upstream(token).get_all():
-                head.putheader(name, value)
-            head.putheader("Connection", "close")
-            client, buffered = splice.take_over(request)
-        except (ValueError, StreamClosedError) as exc:
-            head.close()
-            if isinstance(exc, ValueError):  # a header http.client refuses to send: tornado's path decides
-                self._start_upstream(token)
-            return  # (the browser left before its body: tornado ends the request, as on its own path)
-        # Tornado's own answer machinery writes through this from now on: status, headers, access log.
-        request.connection = splice.ResponseWriter(client)
-        upload = splice.Upload(
-            client,
-            head,
-            buffered,
-            splice.body_length(request),
-            expect_continue=request.headers.get("Expect", "").lower() == "100-continue",
-            timeout=self.ext.request_timeout,
-        )
-        error: BaseException | None = None
-        try:
-            outcome = await splice.in_thread(upload.run)
-        except Exception as exc:  # a bug, not a network event: still answer, and end the request
-            self.log.exception("MLflow proxy: spliced upload to /%s failed", self._path)
-            outcome, error = None, exc
-        if outcome is splice.Outcome.CLIENT_GONE:
-            request.connection.close()
-            error = ClientGone(outcome.value)
-        elif outcome is splice.Outcome.TIMED_OUT:
-            error = HTTPTimeoutError("Timeout during request")
-        elif outcome is not None:
-            error = await self._read_answer(upload.upstream)
-            if error is not None and self._upstream_status is None and upload.error is not None:
-                error = upload.error  # why no answer came: the tracking server stopped reading
-        await self._conclude(error)
-        if not self._finished:
-            self.finish()  # nobody to answer (the browser left): the request still ends and is logged
-
-    async def _read_answer(self, upstream: Any) -> BaseException | None:
-        """Read the tracking server's answer with tornado's HTTP/1 client into our answer; the error, if any."""
-        connection = splice.answer_connection(upstream, self.ext.request_timeout)
-        answer = _Answer(self)
-        try:
-            await connection.read_response(answer)
-        except Exception as exc:
-            return exc
-        finally:
-            connection.close()
-        return None if answer.complete else StreamClosedError()
 
     def _unreachable(self, error: BaseException) -> None:
         if isinstance(error, ClientGone) or self.request.connection.stream.closed():  # type: ignore[union-attr]

@@ -139,19 +139,7 @@ def test_a_slow_reader_holds_the_download_back_without_the_server_buffering_it(s
     assert digest.hexdigest() == hashlib.sha256(BLOCK * (SIZE // MiB)).hexdigest()
 
 
-@pytest.fixture(scope="module", params=["spliced", "tornado"])
-def upload_server(request, start_jupyter, server, stand_in):
-    """The signed-in server (every body through tornado), and its twin with large uploads spliced (server/splice.py)."""
-    if request.param == "tornado":
-        return server
-    return start_jupyter(upstream_url=stand_in.url, home=server.home, args=("--MLflowOIDC.splice_uploads=True",))
-
-
-def test_a_slow_upstream_holds_the_upload_back_without_the_server_buffering_it(upload_server, stand_in):
-    server = upload_server
-    stand_in.reading.clear()
-    stand_in.received = 0
-    stand_in.received_digest = hashlib.sha256()
+def test_a_slow_upstream_holds_the_upload_back_without_the_server_buffering_it(server, stand_in):
     body = CountedBody()
     answer: list[requests.Response] = []
     before = server.rss()
