@@ -141,8 +141,11 @@ class ObservableSession(abc.ABC):
     def _notify(self) -> None:
         with self._lock:
             listeners = list(self._listeners)
-        snapshot = self.snapshot()
-        with self._notify_lock:  # listeners see changes in order
+        with self._notify_lock:
+            # The snapshot is taken inside the lock: taken before it, a thread overtaken between the two could tell
+            # the listeners a state older than one they were already told (a widget showing "signed in" after its
+            # session had ended). Every _notify comes after its change, so the last one told is the state now.
+            snapshot = self.snapshot()
             for listener in listeners:
                 try:
                     listener(snapshot)
