@@ -113,23 +113,51 @@ def test_sign_out_from_the_palette_ends_the_session_and_the_open_ui_shows_a_way_
     ui.close()
 
 
-def test_a_401_in_the_ui_shows_the_banner_even_without_the_status_feed(lab, stack, artifacts_dir):
-    server, page = lab
+def open_ui_without_the_status_feed(server, page, stack, route: str):
+    """The MLflow UI signed in as alice, on `route` and done loading it, with the overlay's long poll cut off: after
+    this, only what the UI itself loads can tell the overlay that the sign-in has ended."""
     if not server.status()["signed_in"]:
         server.sign_in(stack, "alice")
     ui = page.context.new_page()
-    # Only the UI's own 401 can tell it here: the overlay's long poll is cut off.
     ui.route(lambda url: "oauth/status" in url and "since=" in url, lambda route: route.abort())
-    ui.goto(server.ui_url + "#/experiments")
+    data = "experiments/search" if route == "#/experiments" else "registered-models/search"
+    with ui.expect_response(lambda r: data in r.url and r.status == 200, timeout=60_000):
+        ui.goto(server.ui_url + route)
     ui.locator("#mlflow-oidc-user", has_text="alice").wait_for(timeout=60_000)
+    return ui
+
+
+def test_a_401_of_the_uis_data_request_shows_the_banner_even_without_the_status_feed(lab, stack, artifacts_dir):
+    server, page = lab
+    ui = open_ui_without_the_status_feed(server, page, stack, "#/models")  # the models page's code is now loaded
+    with ui.expect_response(lambda r: "experiments/search" in r.url and r.status == 200, timeout=60_000):
+        ui.goto(server.ui_url + "#/experiments")
     server.http().post(server.ui_url + "oauth/logout", headers={"Accept": "application/json"}, timeout=30)
 
-    with ui.expect_response(lambda r: "ajax-api" in r.url and r.status == 401, timeout=60_000):
+    with ui.expect_response(lambda r: "registered-models/search" in r.url and r.status == 401, timeout=60_000):
         ui.goto(server.ui_url + "#/models")
 
     ui.locator("#mlflow-oidc-banner", has_text="Your MLflow sign-in has ended").wait_for(timeout=30_000)
     assert "Sign in" in ui.locator("#mlflow-oidc-identity").inner_text()
     ui.screenshot(path=artifacts_dir / "mlflow-ui-401-banner.png")
+    ui.close()
+
+
+def test_a_page_whose_code_cannot_load_after_sign_out_shows_the_banner_even_without_the_status_feed(
+    lab, stack, artifacts_dir
+):
+    server, page = lab
+    ui = open_ui_without_the_status_feed(server, page, stack, "#/experiments")
+    server.http().post(server.ui_url + "oauth/logout", headers={"Accept": "application/json"}, timeout=30)
+
+    # The models page's code is loaded when it is first opened; signed out, our proxy answers that load 401, the
+    # browser tells the page only that a script failed, and the UI never gets as far as asking for any data.
+    with ui.expect_response(lambda r: "/static-files/" in r.url and r.status == 401, timeout=60_000):
+        ui.goto(server.ui_url + "#/models")
+
+    ui.locator("#mlflow-oidc-banner", has_text="Your MLflow sign-in has ended").wait_for(timeout=30_000)
+    assert "Sign in" in ui.locator("#mlflow-oidc-identity").inner_text()
+    ui.screenshot(path=artifacts_dir / "mlflow-ui-code-401-banner.png")
     ui.close()
 
 

@@ -149,15 +149,20 @@
     });
   }
 
-  /** A request of the UI to our proxy came back 401: the session ended, or the tracking server refused it. */
-  function unauthorized(url) {
+  /** Whether a URL is one of this UI's own, served by our proxy. */
+  function ours(url) {
     var path;
     try {
       path = new URL(url, location.href);
     } catch (e) {
-      return;
+      return false;
     }
-    if (path.origin !== location.origin || path.pathname.indexOf(basePath) !== 0) {
+    return path.origin === location.origin && path.pathname.indexOf(basePath) === 0;
+  }
+
+  /** A request of the UI to our proxy came back 401: the session ended, or the tracking server refused it. */
+  function unauthorized(url) {
+    if (!ours(url)) {
       return;
     }
     getStatus('').then(function (status) {
@@ -172,6 +177,30 @@
       showBanner('ended', 'MLflow answered 401: your sign-in has ended.');
     });
   }
+
+  /**
+   * A script or stylesheet of the UI failed to load. The UI loads a page's code when that page is first opened, and
+   * after the sign-in has ended our proxy answers those loads 401 too; the browser tells us only that the load
+   * failed, so ask whether the sign-in has ended. Any other failure is not ours to explain.
+   */
+  function resourceFailed(url) {
+    if (!ours(url)) {
+      return;
+    }
+    getStatus('').then(function (status) {
+      if (!status.signed_in) {
+        update(status);
+      }
+    }, function () {});
+  }
+
+  // Load errors of elements do not bubble: only a listener in the capture phase hears them.
+  window.addEventListener('error', function (event) {
+    var target = event.target;
+    if (target && target !== window && (target.tagName === 'SCRIPT' || target.tagName === 'LINK')) {
+      resourceFailed(target.src || target.href);
+    }
+  }, true);
 
   var originalFetch = window.fetch.bind(window);
   window.fetch = function (input) {
