@@ -127,37 +127,28 @@ def open_ui_without_the_status_feed(server, page, stack, route: str):
     return ui
 
 
-def test_a_401_of_the_uis_data_request_shows_the_banner_even_without_the_status_feed(lab, stack, artifacts_dir):
+# The models page's code is loaded when that page is first opened. With it loaded, the 401 after sign-out is the
+# answer to the page's data request. Without, it is the answer to the code's load: the browser tells the page only
+# that a script failed, and the UI never gets as far as asking for any data.
+@pytest.mark.parametrize(
+    ("code_loaded", "refused"),
+    [(True, "registered-models/search"), (False, "/static-files/")],
+    ids=["data-request", "code-load"],
+)
+def test_a_401_in_the_ui_shows_the_banner_even_without_the_status_feed(lab, stack, artifacts_dir, code_loaded, refused):
     server, page = lab
-    ui = open_ui_without_the_status_feed(server, page, stack, "#/models")  # the models page's code is now loaded
-    with ui.expect_response(lambda r: "experiments/search" in r.url and r.status == 200, timeout=60_000):
-        ui.goto(server.ui_url + "#/experiments")
+    ui = open_ui_without_the_status_feed(server, page, stack, "#/models" if code_loaded else "#/experiments")
+    if code_loaded:
+        with ui.expect_response(lambda r: "experiments/search" in r.url and r.status == 200, timeout=60_000):
+            ui.goto(server.ui_url + "#/experiments")
     server.http().post(server.ui_url + "oauth/logout", headers={"Accept": "application/json"}, timeout=30)
 
-    with ui.expect_response(lambda r: "registered-models/search" in r.url and r.status == 401, timeout=60_000):
+    with ui.expect_response(lambda r: refused in r.url and r.status == 401, timeout=60_000):
         ui.goto(server.ui_url + "#/models")
 
     ui.locator("#mlflow-oidc-banner", has_text="Your MLflow sign-in has ended").wait_for(timeout=30_000)
     assert "Sign in" in ui.locator("#mlflow-oidc-identity").inner_text()
-    ui.screenshot(path=artifacts_dir / "mlflow-ui-401-banner.png")
-    ui.close()
-
-
-def test_a_page_whose_code_cannot_load_after_sign_out_shows_the_banner_even_without_the_status_feed(
-    lab, stack, artifacts_dir
-):
-    server, page = lab
-    ui = open_ui_without_the_status_feed(server, page, stack, "#/experiments")
-    server.http().post(server.ui_url + "oauth/logout", headers={"Accept": "application/json"}, timeout=30)
-
-    # The models page's code is loaded when it is first opened; signed out, our proxy answers that load 401, the
-    # browser tells the page only that a script failed, and the UI never gets as far as asking for any data.
-    with ui.expect_response(lambda r: "/static-files/" in r.url and r.status == 401, timeout=60_000):
-        ui.goto(server.ui_url + "#/models")
-
-    ui.locator("#mlflow-oidc-banner", has_text="Your MLflow sign-in has ended").wait_for(timeout=30_000)
-    assert "Sign in" in ui.locator("#mlflow-oidc-identity").inner_text()
-    ui.screenshot(path=artifacts_dir / "mlflow-ui-code-401-banner.png")
+    ui.screenshot(path=artifacts_dir / f"mlflow-ui-401-banner-{'data' if code_loaded else 'code'}.png")
     ui.close()
 
 
