@@ -113,18 +113,10 @@ def test_sign_out_from_the_palette_ends_the_session_and_the_open_ui_shows_a_way_
     ui.close()
 
 
-def open_ui_without_the_status_feed(server, page, stack, route: str):
-    """The MLflow UI signed in as alice, on `route` and done loading it, with the overlay's long poll cut off: after
-    this, only what the UI itself loads can tell the overlay that the sign-in has ended."""
-    if not server.status()["signed_in"]:
-        server.sign_in(stack, "alice")
-    ui = page.context.new_page()
-    ui.route(lambda url: "oauth/status" in url and "since=" in url, lambda route: route.abort())
-    data = "experiments/search" if route == "#/experiments" else "registered-models/search"
+def open_and_load(ui, url: str, data: str) -> None:
+    """Open `url` in the UI and wait until the page's `data` request was answered 200 (its code ran)."""
     with ui.expect_response(lambda r: data in r.url and r.status == 200, timeout=60_000):
-        ui.goto(server.ui_url + route)
-    ui.locator("#mlflow-oidc-user", has_text="alice").wait_for(timeout=60_000)
-    return ui
+        ui.goto(url)
 
 
 # The models page's code is loaded when that page is first opened. With it loaded, the 401 after sign-out is the
@@ -137,10 +129,15 @@ def open_ui_without_the_status_feed(server, page, stack, route: str):
 )
 def test_a_401_in_the_ui_shows_the_banner_even_without_the_status_feed(lab, stack, artifacts_dir, code_loaded, refused):
     server, page = lab
-    ui = open_ui_without_the_status_feed(server, page, stack, "#/models" if code_loaded else "#/experiments")
+    if not server.status()["signed_in"]:
+        server.sign_in(stack, "alice")
+    ui = page.context.new_page()
+    # Only what the UI itself loads can tell the overlay that the sign-in has ended: its long poll is cut off.
+    ui.route(lambda url: "oauth/status" in url and "since=" in url, lambda route: route.abort())
     if code_loaded:
-        with ui.expect_response(lambda r: "experiments/search" in r.url and r.status == 200, timeout=60_000):
-            ui.goto(server.ui_url + "#/experiments")
+        open_and_load(ui, server.ui_url + "#/models", "registered-models/search")
+    open_and_load(ui, server.ui_url + "#/experiments", "experiments/search")
+    ui.locator("#mlflow-oidc-user", has_text="alice").wait_for(timeout=60_000)
     server.http().post(server.ui_url + "oauth/logout", headers={"Accept": "application/json"}, timeout=30)
 
     with ui.expect_response(lambda r: refused in r.url and r.status == 401, timeout=60_000):

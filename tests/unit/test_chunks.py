@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-from typing import TypeVar
 
 from tornado import web
 from tornado.httpclient import HTTPRequest
@@ -16,7 +15,6 @@ from mlflow_oidc_jupyter.server import chunks
 
 from ..support.loops import run_coroutine
 
-T = TypeVar("T")
 BODY = 32 * chunks.CHUNK
 TORNADO_PIECE = 64 << 10
 
