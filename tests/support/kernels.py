@@ -32,14 +32,18 @@ def run_cells(server, cells: list[str], timeout: float = 120.0) -> list[str]:
     kernel.raise_for_status()
     kernel_id = kernel.json()["id"]
     try:
-        return run_coroutine(asyncio.wait_for(_run_cells(server, kernel_id, cells), timeout), timeout=None)
+        return run_coroutine(asyncio.wait_for(_run_cells(server, kernel_id, cells, timeout), timeout), timeout=None)
     finally:
         http.delete(server.url + f"api/kernels/{kernel_id}", timeout=60)
 
 
-async def _run_cells(server, kernel_id: str, cells: list[str]) -> list[str]:
+async def _run_cells(server, kernel_id: str, cells: list[str], timeout: float) -> list[str]:
     ws_url = server.url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
-    connection = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {server.token}"}))
+    # Jupyter answers the handshake once the new kernel is ready, which on a busy machine takes longer than
+    # tornado's default 20 s: only the caller's deadline bounds it.
+    request = HTTPRequest(ws_url, headers={"Authorization": f"token {server.token}"},
+                          connect_timeout=timeout, request_timeout=timeout)  # fmt: skip
+    connection = await websocket_connect(request)
     session = uuid.uuid4().hex
     try:
         return [await _execute(connection, session, source) for source in cells]
